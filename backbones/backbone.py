@@ -1,0 +1,227 @@
+"""`Backbone`: the base class of every backbone, and its cross-family machinery."""
+
+import keras
+
+from backbones import lora, preset_io, registry
+from backbones.errors import PresetClassMismatchError, PresetFormatError
+from backbones.handles import resolve_preset
+from backbones.tokenizer import Tokenizer
+
+
+class classproperty:
+    """A read-only property on the class (for `Backbone.presets`)."""
+
+    def __init__(self, fget):
+        self.fget = fget
+
+    def __get__(self, instance, owner):
+        return self.fget(owner)
+
+
+class Backbone(keras.Model):
+    """Base class of all backbones: a functional model from tokens to hidden states.
+
+    A family subclasses it, builds its layers and functional graph in
+    `__init__`, passes `inputs=`/`outputs=` here, sets `self.token_embedding`,
+    and echoes its flat constructor arguments in `get_config()`. Every
+    subclass is registered by class name: only registered classes can be
+    built from a preset, and nothing is ever unpickled.
+
+    Family hooks (class attributes):
+        lora_target_layers: dict. LoRA target name -> names of the Dense
+            layers it covers, e.g. `{"query": ("query",), "ffn": (...)}`.
+        default_lora_targets: tuple. Targets of `enable_lora` by default.
+        is_encoder: bool. True for bidirectional encoders (BERT).
+
+    Args:
+        dtype: str or keras.DTypePolicy. Dtype policy of every sublayer,
+            e.g. `"float32"`, `"bfloat16"`, `"mixed_bfloat16"`.
+        trainable, name: as in Keras.
+
+    Example:
+    >>> import backbones, numpy as np
+    >>> model = backbones.Backbone.from_preset("gpt2_tiny_en")
+    >>> x = {"token_ids": np.array([[5, 6, 7]]), "padding_mask": np.array([[1, 1, 1]])}
+    >>> model(x).shape[:2]
+    TensorShape([1, 3])
+    """
+
+    lora_target_layers = {}
+    default_lora_targets = ("query", "value")
+    is_encoder = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        registry.BACKBONE_CLASSES[cls.__name__] = cls
+        keras.saving.register_keras_serializable(package="backbone_lab")(cls)
+
+    def __init__(self, *args, dtype=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dtype_policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
+        self.tokenizer = None  # set by from_preset when the preset has one
+        self._lora_spec = None
+
+    # -- config -----------------------------------------------------------
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- presets ----------------------------------------------------------
+    @classproperty
+    def presets(cls):
+        """Built-in presets of this class and its subclasses: name -> metadata."""
+        return {
+            name: meta for name, meta in registry.BACKBONE_PRESETS.items()
+            if issubclass(registry.BACKBONE_CLASSES[meta["class_name"]], cls)
+        }
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Builds a backbone from a preset.
+
+        Args:
+            preset: str. A built-in name (`"gpt2_base_en"`), `"hf://owner/repo[@rev]"`,
+                `"kaggle://owner/model/framework/variant[/version]"` or a local
+                directory: ours, or a transformers checkpoint (converted on load).
+            load_weights: bool. False gives the preset's architecture with
+                randomly initialised weights.
+            **kwargs: constructor overrides, e.g. `dtype="bfloat16"`,
+                `trainable=False`. A user's `dtype` always wins.
+
+        Example:
+        >>> import backbones
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en", dtype="bfloat16", trainable=False)
+        >>> type(m).__name__, m.dtype_policy.name, m.trainable
+        ('GPT2Backbone', 'bfloat16', False)
+        """
+        directory = resolve_preset(preset)
+        config = preset_io.read_json(directory / preset_io.CONFIG_FILE)
+        if "class_name" not in config and "model_type" in config:
+            from backbones.convert import load_hf_checkpoint
+
+            return load_hf_checkpoint(cls, directory, config, load_weights, kwargs, preset)
+        target = _registered_class(config, directory)
+        check_subclass(cls, target, preset)
+        if load_weights:
+            preset_io.verify_checksums(directory)
+        backbone = target.from_config({**config.get("config", {}), **kwargs})
+        if load_weights:
+            backbone.load_weights(preset_io.weights_path(directory))
+        backbone.tokenizer = Tokenizer.from_directory(directory)
+        return backbone
+
+    def save_to_preset(self, preset_dir, max_shard_size=5.0, metadata=None):
+        """Saves a preset directory that `from_preset` loads to identical outputs.
+
+        With LoRA enabled, the weights saved are the merged ones (W + scale * A @ B),
+        so the preset loads without LoRA. The write is atomic: files go to a
+        sibling directory renamed into place at the end.
+
+        Args:
+            preset_dir: str or Path. Target directory (replaced if it exists).
+            max_shard_size: float. Weights larger than this many GB are sharded
+                into `model.weights.json` plus `.h5` shards.
+            metadata: dict. Extra fields for metadata.json (e.g. a description).
+
+        Example:
+        >>> import backbones, tempfile
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
+        >>> d = tempfile.mkdtemp() + "/p"
+        >>> m.save_to_preset(d)
+        >>> backbones.Backbone.from_preset(d).count_params() == m.count_params()
+        True
+        """
+        with preset_io.atomic_directory(preset_dir) as tmp:
+            self.save_preset_files(tmp, max_shard_size)
+            preset_io.write_metadata(tmp, self.count_params(), **(metadata or {}))
+
+    def save_preset_files(self, directory, max_shard_size=5.0):
+        """Writes config, weights and tokenizer into an existing directory."""
+        name = type(self).__name__
+        preset_io.write_json(directory / preset_io.CONFIG_FILE, {
+            "module": type(self).__module__, "class_name": name,
+            "config": self.get_config(), "registered_name": f"backbone_lab>{name}",
+        })
+        weight_bytes = sum(w.numpy().nbytes for w in self.weights)
+        if weight_bytes > max_shard_size * 1e9:
+            self.save_weights(directory / preset_io.SHARDED_WEIGHTS_FILE, max_shard_size=max_shard_size)
+        else:
+            self.save_weights(directory / preset_io.WEIGHTS_FILE)
+        if self.tokenizer is not None:
+            self.tokenizer.save_to_preset(directory)
+
+    # -- LoRA -------------------------------------------------------------
+    @property
+    def lora_spec(self):
+        """The LoRA settings (`rank`, `alpha`, `targets`), or None when off."""
+        return self._lora_spec
+
+    def enable_lora(self, rank, alpha=None, targets=None):
+        """Freezes every weight and adds LoRA to the target projections.
+
+        Args:
+            rank: int. LoRA rank r.
+            alpha: float. Scale numerator (scale = alpha / rank); default rank,
+                like Keras (PEFT's `lora_alpha`).
+            targets: list of str. Projections to adapt; default query and value.
+                See `lora_target_layers` for the family's names
+                (`"query"`, `"key"`, `"value"`, `"attention_output"`, `"ffn"`).
+
+        Example:
+        >>> import backbones
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
+        >>> m.enable_lora(4)
+        >>> {w.name for w in m.trainable_weights}
+        {'lora_kernel_a', 'lora_kernel_b'}
+        """
+        from backbones.errors import LoRAError
+
+        spec = lora.make_spec(self, rank, alpha, targets)
+        if self._lora_spec is not None:
+            raise LoRAError(
+                f"LoRA is already enabled (rank={self._lora_spec.rank}); it can be "
+                "enabled once. Rebuild the backbone to change its settings."
+            )
+        lora.enable(self, spec)
+        self._lora_spec = spec
+
+    def save_lora_weights(self, filepath):
+        """Saves only the LoRA matrices (a small safetensors file).
+
+        Example:
+        >>> import backbones, tempfile
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en"); m.enable_lora(2)
+        >>> m.save_lora_weights(tempfile.mkdtemp() + "/adapter.lora.safetensors")
+        """
+        lora.save(self, filepath)
+
+    def load_lora_weights(self, filepath):
+        """Loads LoRA matrices saved by `save_lora_weights`.
+
+        A backbone without LoRA gets it enabled with the file's rank, alpha
+        and targets; a backbone with other settings or another architecture
+        raises `LoRAError`.
+        """
+        lora.load(self, filepath)
+
+
+def _registered_class(config, directory):
+    name = config.get("class_name")
+    if name not in registry.BACKBONE_CLASSES:
+        raise PresetFormatError(
+            f"{directory}/config.json names class {name!r}, which is not a backbone "
+            f"this package registers ({sorted(registry.BACKBONE_CLASSES)}). Only our "
+            "registered classes are built from presets."
+        )
+    return registry.BACKBONE_CLASSES[name]
+
+
+def check_subclass(cls, target, preset):
+    if not issubclass(target, cls):
+        raise PresetClassMismatchError(
+            f"Preset {preset!r} holds a {target.__name__}, which is not a {cls.__name__}. "
+            f"Call {target.__name__}.from_preset or Backbone.from_preset instead."
+        )

@@ -1,0 +1,37 @@
+"""Loading a transformers checkpoint directory through its family's converter."""
+
+from backbones import registry
+from backbones.errors import PresetFormatError
+from backbones.hf_checkpoint import HFCheckpoint
+from backbones.tokenizer import Tokenizer
+
+
+def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
+    """Builds a backbone from `config.json` + safetensors, converting on the fly.
+
+    The family converter registered for `hf_config["model_type"]` maps the
+    config to constructor arguments and every tensor to a variable; tensors
+    left over are an error.
+    """
+    from backbones.backbone import check_subclass
+
+    model_type = hf_config["model_type"]
+    converter = registry.HF_CONVERTERS.get(model_type)
+    if converter is None:
+        raise PresetFormatError(
+            f"{directory}/config.json is a transformers checkpoint of model_type "
+            f"{model_type!r}, which we cannot convert. Supported: "
+            f"{sorted(registry.HF_CONVERTERS)}."
+        )
+    target = registry.BACKBONE_CLASSES[converter.backbone_class]
+    check_subclass(cls, target, preset)
+    backbone = target(**{**converter.convert_config(hf_config), **kwargs})
+    if load_weights:
+        reader = HFCheckpoint(directory)
+        converter.convert_weights(backbone, reader, hf_config)
+        reader.check_all_used(ignore=getattr(converter, "ignored_tensors", ()))
+    tokenizer = Tokenizer.from_directory(directory)
+    if tokenizer is None and hasattr(converter, "convert_tokenizer"):
+        tokenizer = converter.convert_tokenizer(directory)
+    backbone.tokenizer = tokenizer
+    return backbone
