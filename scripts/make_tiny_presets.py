@@ -1,19 +1,20 @@
 """Makes the tiny bundled presets (random weights) deterministically.
 
-    python scripts/make_tiny_presets.py            # rewrites backbones/<family>/<name>/
-    python scripts/make_tiny_presets.py --out DIR  # writes DIR/<name>/ instead
+    python scripts/make_tiny_presets.py                 # rewrites backbones/<family>/<name>/
+    python scripts/make_tiny_presets.py --out DIR       # writes DIR/<name>/ instead
+    python scripts/make_tiny_presets.py --family gpt2   # one family only
 
-The weights are random (seeded): these presets exist so that demos, tests and
-the default experiment run offline on a fresh machine. The tokenizer is a
-byte-level BPE trained on a small synthetic English corpus (below), so any
-text still encodes (byte fallback).
+Each family with a `tiny.py` module (`make_tiny_preset(out_dir, corpus)`)
+gets its preset made. The weights are random (seeded): these presets exist
+so that demos, tests and the default experiment run offline on a fresh
+machine. Tokenizers are trained on the small synthetic corpus below.
 """
 
 import argparse
+import importlib
+import pkgutil
 import random
 from pathlib import Path
-
-import keras
 
 WORDS = """the a an this that movie film story plot actor acting scene music
 ending book food service place staff room price was is were felt looked seemed
@@ -27,39 +28,29 @@ nothing all some many few more most less best worst better worse""".split()
 
 
 def corpus(n=4000, seed=0):
-    """Deterministic pseudo-English sentences for training the tiny tokenizer."""
+    """Deterministic pseudo-English sentences for training the tiny tokenizers."""
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 16))).capitalize() + "."
             for _ in range(n)]
 
 
-def make_gpt2_tiny(out_dir):
-    from backbones.gpt2 import GPT2Backbone
-    from backbones.gpt2.tokenizer import END_OF_TEXT, train_byte_level_bpe
-    from backbones.tokenizer import Tokenizer
-
-    tokenizer = Tokenizer(train_byte_level_bpe(corpus(), vocab_size=512),
-                          {"bos": END_OF_TEXT, "eos": END_OF_TEXT})
-    keras.utils.set_random_seed(0)
-    backbone = GPT2Backbone(vocabulary_size=tokenizer.vocabulary_size, num_layers=2, num_heads=2,
-                            hidden_dim=64, intermediate_dim=256, max_sequence_length=256)
-    backbone.tokenizer = tokenizer
-    backbone.save_to_preset(Path(out_dir) / "gpt2_tiny_en", metadata={
-        "description": "RANDOM weights (seed 0), not pretrained: for offline demos and tests. "
-                       "Made by scripts/make_tiny_presets.py.",
-    })
-
-
-MAKERS = {"backbones/gpt2": make_gpt2_tiny}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="write all presets into this directory instead of the package")
+    parser.add_argument("--family", action="append", help="only this family (repeatable)")
     args = parser.parse_args()
-    root = Path(__file__).resolve().parent.parent
-    for family_dir, make in MAKERS.items():
-        make(args.out or root / family_dir)
+    import backbones
+
+    for info in pkgutil.iter_modules(backbones.__path__):
+        if not info.ispkg or (args.family and info.name not in args.family):
+            continue
+        try:
+            module = importlib.import_module(f"backbones.{info.name}.tiny")
+        except ModuleNotFoundError:
+            continue
+        out = args.out or Path(backbones.__file__).parent / info.name
+        module.make_tiny_preset(out, corpus())
+        print(f"made the tiny {info.name} preset in {out}")
 
 
 if __name__ == "__main__":
