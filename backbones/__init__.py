@@ -8,7 +8,7 @@ import importlib
 import os
 import pkgutil
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF 2.21 logs its CUDA probe on CPU even at level 2
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ info logs
 
 __version__ = "0.1.0"
 
