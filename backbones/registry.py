@@ -49,3 +49,10 @@ def register_converter(model_type):
 def closest(name, candidates, n=3):
     """The closest candidate names to `name`, best first (for error hints)."""
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+
+
+def preset_class(preset):
+    """The backbone class of a built-in preset name, or None for other handles
+    (known only after resolving them)."""
+    meta = BACKBONE_PRESETS.get(str(preset))
+    return BACKBONE_CLASSES.get(meta["class_name"]) if meta else None

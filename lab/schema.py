@@ -1,0 +1,166 @@
+"""Structured-config schema of `conf/` (Hydra ConfigStore) and the checks
+that run before anything heavy.
+
+The dataclasses give every key its type, so a typo or a wrong type fails at
+composition, naming the key; `validate` catches impossible combinations.
+"""
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A config value or combination that cannot run; the message names the key."""
+
+
+@dataclass
+class BackboneConfig:
+    preset: str = MISSING  # built-in name, hf://..., kaggle://... or a directory
+    dtype: Optional[str] = None  # null: the preset's own dtype
+    trainable: bool = True
+    load_weights: bool = True
+
+
+@dataclass
+class LoRAConfig:
+    rank: Optional[int] = None  # null: no LoRA
+    alpha: Optional[float] = None  # null: alpha = rank
+    targets: List[str] = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
+class TaskConfig:
+    name: str = "classifier"  # classifier | causal_lm
+    num_classes: Optional[int] = None
+    dropout: float = 0.1
+    metric: str = "val_accuracy"  # what train.py returns and sweeps optimise
+    metric_mode: str = "max"  # max | min
+
+
+@dataclass
+class DataConfig:
+    source: str = "bundled"  # bundled | local | huggingface
+    name: Optional[str] = None  # bundled dataset name, or Hugging Face dataset name
+    path: Optional[str] = None  # local file (csv, jsonl, parquet)
+    validation_path: Optional[str] = None  # local validation file; null: split `path`
+    format: Optional[str] = None  # null: from the file suffix
+    split: str = "train"  # Hugging Face split to train on
+    validation_split_name: Optional[str] = None  # Hugging Face split to validate on
+    text_column: str = "text"
+    label_column: Optional[str] = "label"
+    num_classes: Optional[int] = None
+    validation_fraction: float = 0.2
+    max_train_samples: Optional[int] = None
+    max_validation_samples: Optional[int] = None
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"  # adamw | adam | sgd
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    schedule: str = "constant"  # constant | linear | cosine
+    warmup_ratio: float = 0.0
+    clipnorm: Optional[float] = 1.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 3
+    max_steps: Optional[int] = None  # stop after this many optimizer steps
+    batch_size: int = 16
+    sequence_length: int = 64
+    jit_compile: bool = True
+    checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
+    deterministic: bool = False
+    early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # null: sqlite:///<cwd>/mlflow.db, artifacts in <cwd>/mlruns
+    experiment: str = "backbone-lab"
+    run_name: Optional[str] = None
+    log_preset: bool = True
+    reproduce_of: Optional[str] = None  # set by scripts/reproduce.py
+
+
+@dataclass
+class TrainConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 42
+
+
+def register():
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+CHOICES = {
+    "task.name": ("classifier", "causal_lm"),
+    "data.source": ("bundled", "local", "huggingface"),
+    "optimizer.name": ("adamw", "adam", "sgd"),
+    "optimizer.schedule": ("constant", "linear", "cosine"),
+    "task.metric_mode": ("max", "min"),
+    "backbone.dtype": (None, "float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"),
+}
+
+
+def validate(cfg):
+    """Raises `ConfigError` on a value or combination that cannot run."""
+    from omegaconf import OmegaConf
+
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {[a for a in allowed if a]}.")
+    positive = {"trainer.epochs": cfg.trainer.epochs, "trainer.batch_size": cfg.trainer.batch_size,
+                "trainer.sequence_length": cfg.trainer.sequence_length,
+                "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
+                "optimizer.learning_rate": cfg.optimizer.learning_rate}
+    for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
+                "data.max_train_samples", "data.max_validation_samples"):
+        if OmegaConf.select(cfg, key) is not None:
+            positive[key] = OmegaConf.select(cfg, key)
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be positive{' (or null for no LoRA)' if key == 'lora.rank' else ''}.")
+    if cfg.lora.rank is not None and not cfg.lora.targets:
+        raise ConfigError("lora.targets is empty: name the projections to adapt, e.g. [query, value].")
+    if cfg.task.name == "classifier":
+        if cfg.task.num_classes is None or cfg.task.num_classes < 2:
+            raise ConfigError(
+                f"task.num_classes={cfg.task.num_classes}: a classifier needs at least 2 classes. "
+                "Set data.num_classes=K (task.num_classes follows it) or task.num_classes=K.")
+        if cfg.data.label_column is None:
+            raise ConfigError("data.label_column is null, but task=classifier needs labels.")
+    if not 0 < cfg.data.validation_fraction < 1:
+        raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
+    if cfg.data.source == "local" and not cfg.data.path:
+        raise ConfigError("data.source=local needs data.path=/path/to/file.{csv,jsonl,parquet}.")
+    if cfg.data.source == "huggingface" and not cfg.data.name:
+        raise ConfigError("data.source=huggingface needs data.name=<dataset on the Hub>.")
+
+
+def check_lora_fits(backbone_class, lora_cfg):
+    """LoRA targets must exist on the backbone (checked before building it;
+    `backbone_class` None means not known yet: `enable_lora` checks later)."""
+    if lora_cfg.rank is None or backbone_class is None:
+        return
+    known = backbone_class.lora_target_layers
+    if not known:
+        raise ConfigError(f"lora.rank={lora_cfg.rank}, but {backbone_class.__name__} has no attention "
+                          "projections to adapt: set lora.rank=null.")
+    unknown = [t for t in lora_cfg.targets if t not in known]
+    if unknown:
+        raise ConfigError(f"lora.targets has {unknown}, unknown to {backbone_class.__name__}; "
+                          f"choose from {sorted(known)}.")

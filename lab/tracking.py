@@ -1,0 +1,170 @@
+"""MLflow tracking for a run: store, run lifecycle, what gets logged.
+
+With `tracking.uri: null` the store is MLflow's own default made absolute,
+`sqlite:///<cwd>/mlflow.db` with artifacts in `<cwd>/mlruns`, so every job
+of a sweep shares it and `mlflow ui` in that directory shows it.
+"""
+
+import contextlib
+import importlib.metadata
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PACKAGES = ("backbone-lab", "keras", "tensorflow", "mlflow", "hydra-core", "omegaconf", "tokenizers", "numpy")
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def tracking_uri(tracking_cfg):
+    return tracking_cfg.uri or f"sqlite:///{Path.cwd().absolute() / 'mlflow.db'}"
+
+
+def ensure_experiment(tracking_cfg):
+    """Creates the store and experiment if needed; returns the experiment id.
+
+    Called once in the parent process before a sweep's jobs start: several
+    processes creating a fresh sqlite store at once all fail.
+    """
+    import mlflow
+
+    uri = tracking_uri(tracking_cfg)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(tracking_cfg.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = (Path.cwd().absolute() / "mlruns").as_uri() if tracking_cfg.uri is None else None
+    try:
+        return client.create_experiment(tracking_cfg.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+        return client.get_experiment_by_name(tracking_cfg.experiment).experiment_id
+
+
+@contextlib.contextmanager
+def run(tracking_cfg, run_id=None, parent_run_id=None):
+    """An active MLflow run that always ends FINISHED, FAILED or KILLED.
+
+    SIGTERM is turned into KeyboardInterrupt so a terminated run ends KILLED.
+    Pass `run_id` to continue an existing run (resume).
+    """
+    import mlflow
+
+    experiment_id = ensure_experiment(tracking_cfg)
+    active = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                              run_name=None if run_id else tracking_cfg.run_name,
+                              parent_run_id=None if run_id else parent_run_id)
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+    try:
+        yield active
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def flatten(config, prefix=""):
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become strings."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def log_config(cfg, hydra_output_dir=None, choices=None, overrides=()):
+    """Logs the resolved config (params + YAML), command line, choices, git and versions."""
+    import mlflow
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(resolved).items()}
+    mlflow.log_params(params)
+    mlflow.log_text(OmegaConf.to_yaml(resolved), "config.yaml")
+    if hydra_output_dir and (Path(hydra_output_dir) / ".hydra").is_dir():
+        mlflow.log_artifacts(str(Path(hydra_output_dir) / ".hydra"), "hydra")
+    tags = {"command": " ".join(shlex.quote(a) for a in sys.argv), "overrides": " ".join(overrides),
+            "python": platform.python_version()}
+    tags.update({f"config.{group}": str(option) for group, option in (choices or {}).items()
+                 if not group.startswith("hydra/")})
+    for package in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            tags[f"version.{package}"] = importlib.metadata.version(package)
+    tags.update(git_tags(Path(__file__).resolve().parent.parent))
+    mlflow.set_tags(tags)
+
+
+def git_tags(directory):
+    """Commit and dirty flag of the repository holding `directory`, if any."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        if commit.returncode != 0:
+            return {}
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"mlflow.source.git.commit": commit.stdout.strip(), "git.dirty": str(dirty).lower()}
+
+
+def log_parameter_counts(model):
+    import mlflow
+    import numpy as np
+
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    mlflow.log_params({"params.total": total, "params.trainable": trainable})
+    return total, trainable
+
+
+def log_artifacts(task, backbone, output_dir, log_preset=True):
+    """Saves the task preset (and the LoRA adapter) under `output_dir` and logs them."""
+    import mlflow
+
+    output_dir = Path(output_dir)
+    saved = {}
+    if log_preset:
+        saved["preset"] = output_dir / "preset"
+        task.save_to_preset(saved["preset"])
+        mlflow.log_artifacts(str(saved["preset"]), "preset")
+    if backbone.lora_spec is not None:
+        saved["lora"] = output_dir / "lora" / "adapter.lora.safetensors"
+        backbone.save_lora_weights(saved["lora"])
+        mlflow.log_artifact(str(saved["lora"]), "lora")
+    return saved
+
+
+def print_summary(cfg, run_id, value, artifacts):
+    uri = tracking_uri(cfg.tracking)
+    lines = [f"{cfg.task.metric} = {value:.4f}", f"MLflow run {run_id} in {uri}"]
+    lines += [f"{name}: {path}" for name, path in artifacts.items()]
+    if uri.startswith("sqlite:///"):
+        lines.append(f"Open it: mlflow ui --backend-store-uri {uri}")
+    else:
+        lines.append(f"Open it: {uri}")
+    print("\n".join(lines))

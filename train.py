@@ -1,0 +1,92 @@
+"""Fine-tune a backbone on a task, tracked in MLflow. A Hydra app over conf/.
+
+    python train.py                                   # defaults: tiny GPT-2, bundled data, local store
+    python train.py backbone=gemma_2b lora.rank=4     # any preset, LoRA rank 4
+    python train.py -m lora.rank=2,4,8 optimizer.learning_rate=1e-4,3e-4   # a grid sweep
+    python train.py debug=fast                        # a few steps end to end
+
+Returns the validation metric named by `task.metric` (what sweeps optimise).
+"""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lab import schema
+
+schema.register()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    schema.validate(cfg)  # before any heavy import: a bad key fails in a second
+    hydra_cfg = HydraConfig.get()
+    print(OmegaConf.to_yaml(cfg, resolve=True))
+
+    import keras
+    import mlflow
+
+    import backbones
+    from lab import checkpoint, data, sweep, tracking, training
+    from lab.tasks import build_task, task_arrays
+
+    schema.check_lora_fits(backbones.registry.preset_class(cfg.backbone.preset), cfg.lora)
+    checkpoint_dir = checkpoint.directory_for(cfg)
+    state = checkpoint.read_state(checkpoint_dir) if cfg.trainer.checkpoint else None
+    parent = sweep.parent_run_id(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    with tracking.run(cfg.tracking, run_id=state and state["run_id"], parent_run_id=parent) as run:
+        run_id = run.info.run_id
+        if state:
+            print(f"Resuming MLflow run {run_id} from its epoch-{state['epoch']} checkpoint in {checkpoint_dir}")
+        else:
+            tracking.log_config(cfg, hydra_cfg.runtime.output_dir, hydra_cfg.runtime.choices, hydra_cfg.overrides.task)
+        training.seed_everything(cfg.seed, cfg.trainer.deterministic)
+
+        train_split, val_split = data.load(cfg.data, cfg.seed)
+        if train_split.label_names:
+            mlflow.log_dict({"label_names": train_split.label_names}, "labels.json")
+
+        dtype = {"dtype": cfg.backbone.dtype} if cfg.backbone.dtype else {}
+        backbone = backbones.Backbone.from_preset(cfg.backbone.preset, load_weights=cfg.backbone.load_weights,
+                                                  trainable=cfg.backbone.trainable, **dtype)
+        if cfg.lora.rank is not None:
+            backbone.enable_lora(cfg.lora.rank, alpha=cfg.lora.alpha, targets=list(cfg.lora.targets))
+
+        task = build_task(cfg.task, backbone, cfg.trainer.sequence_length)
+        train_batches = training.EpochBatches(task_arrays(task, train_split), cfg.trainer.batch_size, cfg.seed,
+                                              epoch=state["epoch"] if state else 0)
+        val_batches = training.EpochBatches(task_arrays(task, val_split), cfg.trainer.batch_size, cfg.seed, shuffle=False)
+        total_steps = cfg.trainer.epochs * len(train_batches)
+        if cfg.trainer.max_steps:
+            total_steps = min(total_steps, cfg.trainer.max_steps)
+        task.compile(optimizer=training.build_optimizer(cfg.optimizer, total_steps), jit_compile=cfg.trainer.jit_compile)
+        start_epoch = checkpoint.restore(task, checkpoint_dir) if state else 0
+        if not state:
+            tracking.log_parameter_counts(task)
+
+        callbacks = [mlflow.keras.MlflowCallback(),
+                     training.StepLogger(cfg.trainer.log_every_n_steps,
+                                         cfg.trainer.batch_size * cfg.trainer.sequence_length, cfg.trainer.max_steps)]
+        if cfg.trainer.checkpoint:
+            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id))
+        if cfg.trainer.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(cfg.task.metric, patience=cfg.trainer.early_stopping_patience,
+                                                           mode=cfg.task.metric_mode, restore_best_weights=True))
+        task.fit(train_batches, validation_data=val_batches, epochs=cfg.trainer.epochs, initial_epoch=start_epoch,
+                 callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+
+        metrics = task.evaluate(val_batches, return_dict=True, verbose=0)
+        mlflow.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()})
+        artifacts = tracking.log_artifacts(task, backbone, hydra_cfg.runtime.output_dir, cfg.tracking.log_preset)
+        checkpoint.clear(checkpoint_dir)
+
+    value = float(metrics[cfg.task.metric.removeprefix("val_")])
+    tracking.print_summary(cfg, run_id, value, artifacts)
+    return value
+
+
+if __name__ == "__main__":
+    main()
