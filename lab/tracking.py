@@ -114,6 +114,8 @@ def log_config(cfg, hydra_output_dir=None, choices=None, overrides=()):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             tags[f"version.{package}"] = importlib.metadata.version(package)
     tags.update(git_tags(Path(__file__).resolve().parent.parent))
+    if cfg.tracking.get("reproduce_of"):
+        tags["reproduce_of"] = cfg.tracking.reproduce_of
     mlflow.set_tags(tags)
 
 

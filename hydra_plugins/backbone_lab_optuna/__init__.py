@@ -1,0 +1,1 @@
+"""Hydra sweeper plugin: Bayesian search with current Optuna (`hydra/sweeper=optuna`)."""

@@ -1,0 +1,185 @@
+"""train.py end to end, in subprocesses, each into its own temporary MLflow store."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["debug=fast", "trainer.sequence_length=24"]
+
+
+def train(tmp_path, *overrides, check=True, **popen):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HYDRA_FULL_ERROR": "1"}
+    command = [sys.executable, str(ROOT / "train.py"), *overrides]
+    if popen:
+        return subprocess.Popen(command, cwd=tmp_path, env=env, **popen)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-3000:] + result.stderr[-3000:])
+    return result
+
+
+def client(tmp_path):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def runs(tmp_path, experiment="backbone-lab"):
+    c = client(tmp_path)
+    return c.search_runs([c.get_experiment_by_name(experiment).experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_default_run_logs_everything_and_artifacts_load_back(tmp_path):
+    result = train(tmp_path, *FAST, "lora.rank=4", "hydra.run.dir=out")
+    assert "Open it: mlflow ui" in result.stdout
+    (run,) = runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["backbone.preset"] == "gpt2_tiny_en" and params["lora.rank"] == "4"
+    assert int(params["params.trainable"]) < int(params["params.total"])
+    assert tags["config.backbone"] == "gpt2_tiny" and "lora.rank=4" in tags["overrides"]
+    assert "train.py" in tags["command"] and tags["version.keras"] and tags["git.dirty"] in ("true", "false")
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "final_val_accuracy",
+            "step_loss", "learning_rate", "tokens_per_second"} <= set(metrics)
+    c = client(tmp_path)
+    history = c.get_metric_history(run.info.run_id, "step_loss")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5]  # debug=fast: 5 steps, logged every step
+    artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "hydra", "preset", "lora"} <= artifacts
+
+    import backbones
+    import tasks
+
+    local = Path(c.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
+    task = tasks.Task.from_preset(local / "preset")
+    assert type(task).__name__ == "TextClassifier"
+    probs = task.predict(["The movie was great."], verbose=0)
+    assert probs.shape == (1, 2)
+    backbone = backbones.Backbone.from_preset("gpt2_tiny_en")
+    backbone.load_lora_weights(local / "lora" / "adapter.lora.safetensors")
+    assert backbone.lora_spec.rank == 4
+    # The merged preset's backbone equals base + adapter.
+    x = {"token_ids": np.array([[5, 6, 7]]), "padding_mask": np.ones((1, 3), "int32")}
+    np.testing.assert_allclose(task.backbone(x).numpy(), backbone(x).numpy(), atol=1e-5)
+
+
+def test_grid_sweep_is_one_parent_with_a_child_per_job(tmp_path):
+    train(tmp_path, "-m", *FAST, "lora.rank=2,4", "trainer.checkpoint=false")
+    all_runs = runs(tmp_path)
+    parents = [r for r in all_runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and all(c.info.status == "FINISHED" for c in children)
+    best = max(children, key=lambda r: r.data.metrics["final_val_accuracy"])
+    assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["final_val_accuracy"]
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert "lora.rank=2,4" in parent.data.tags["sweep.overrides"]
+
+
+def test_optuna_search(tmp_path):
+    train(tmp_path, "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
+          "optimizer.learning_rate=tag(log, interval(1e-4, 1e-2))", *FAST, "trainer.checkpoint=false")
+    children = [r for r in runs(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 2
+    rates = {float(r.data.params["optimizer.learning_rate"]) for r in children}
+    assert len(rates) == 2 and all(1e-4 <= r <= 1e-2 for r in rates)
+    results = list(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
+    assert len(results) == 1
+
+
+def test_reproduce_matches_exactly_with_determinism(tmp_path):
+    train(tmp_path, *FAST, "trainer.deterministic=true", "task.dropout=0.1")
+    (run,) = runs(tmp_path)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce.py"), run.info.run_id],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "metrics match" in result.stdout
+    again = [r for r in runs(tmp_path) if r.data.tags.get("reproduce_of") == run.info.run_id]
+    assert len(again) == 1
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    args = ["trainer.epochs=6", "trainer.batch_size=8", "data.max_train_samples=400",
+            "data.max_validation_samples=64", "trainer.deterministic=true", "trainer.jit_compile=false",
+            "trainer.sequence_length=24"]
+    proc = train(tmp_path, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob(".checkpoints/*/state.json")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    (killed,) = runs(tmp_path)
+    assert killed.info.status == "KILLED"
+    state = json.loads(next(tmp_path.glob(".checkpoints/*/state.json")).read_text())
+    assert 1 <= state["epoch"] < 6
+
+    result = train(tmp_path, *args)
+    assert f"Resuming MLflow run {killed.info.run_id}" in result.stdout
+    (resumed,) = runs(tmp_path)
+    assert resumed.info.status == "FINISHED" and resumed.info.run_id == killed.info.run_id
+    assert not list(tmp_path.glob(".checkpoints/*"))
+
+    train(tmp_path, *args, "tracking.experiment=uninterrupted")
+    (straight,) = runs(tmp_path, "uninterrupted")
+    for key in ("final_val_accuracy", "final_val_loss"):
+        assert resumed.data.metrics[key] == straight.data.metrics[key], key
+
+
+def test_bad_data_fails_clearly_and_run_ends_failed(tmp_path):
+    result = train(tmp_path, *FAST, "data=local", "data.path=missing.csv", "data.num_classes=2", check=False)
+    assert result.returncode != 0
+    assert "missing.csv does not exist" in result.stderr
+    (run,) = runs(tmp_path)
+    assert run.info.status == "FAILED"
+
+
+def test_config_errors_fail_before_any_run(tmp_path):
+    result = train(tmp_path, "lora.rank=0", check=False)
+    assert result.returncode != 0 and "lora.rank=0 must be positive" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_logs_to_a_real_mlflow_server(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        train(tmp_path, *FAST, "tracking=server", f"tracking.uri={uri}", "tracking.log_preset=false")
+        import mlflow
+
+        c = mlflow.MlflowClient(uri)
+        (run,) = c.search_runs([c.get_experiment_by_name("backbone-lab").experiment_id])
+        assert run.info.status == "FINISHED" and "final_val_accuracy" in run.data.metrics
+        assert "config.yaml" in {a.path for a in c.list_artifacts(run.info.run_id)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
