@@ -33,5 +33,11 @@ def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
     tokenizer = Tokenizer.from_directory(directory)
     if tokenizer is None and hasattr(converter, "convert_tokenizer"):
         tokenizer = converter.convert_tokenizer(directory)
+    if tokenizer is not None:
+        # Roles that the transformers tokenizer class implies by default, which
+        # many tokenizer_config.json files omit (BERT's [CLS], [SEP], ...).
+        for role, token in getattr(converter, "default_special_tokens", {}).items():
+            if role not in tokenizer.special_tokens and tokenizer.token_to_id(token) is not None:
+                tokenizer.special_tokens[role] = token
     backbone.tokenizer = tokenizer
     return backbone
