@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> float:
         if not state:
             tracking.log_parameter_counts(task)
 
-        callbacks = [mlflow.keras.MlflowCallback(),
+        callbacks = [tracking.epoch_callback(),
                      training.StepLogger(cfg.trainer.log_every_n_steps,
                                          cfg.trainer.batch_size * cfg.trainer.sequence_length, cfg.trainer.max_steps)]
         if cfg.trainer.checkpoint:
@@ -75,8 +75,9 @@ def main(cfg: DictConfig) -> float:
         if cfg.trainer.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(cfg.task.metric, patience=cfg.trainer.early_stopping_patience,
                                                            mode=cfg.task.metric_mode, restore_best_weights=True))
+        # shuffle=False: EpochBatches shuffles per (seed, epoch), so a resumed run sees the same order.
         task.fit(train_batches, validation_data=val_batches, epochs=cfg.trainer.epochs, initial_epoch=start_epoch,
-                 callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+                 callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
 
         metrics = task.evaluate(val_batches, return_dict=True, verbose=0)
         mlflow.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()})

@@ -109,7 +109,7 @@ def log_config(cfg, hydra_output_dir=None, choices=None, overrides=()):
     tags = {"command": " ".join(shlex.quote(a) for a in sys.argv), "overrides": " ".join(overrides),
             "python": platform.python_version()}
     tags.update({f"config.{group}": str(option) for group, option in (choices or {}).items()
-                 if not group.startswith("hydra/")})
+                 if group != "hydra" and not group.startswith("hydra/")})
     for package in PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             tags[f"version.{package}"] = importlib.metadata.version(package)
@@ -132,6 +132,19 @@ def git_tags(directory):
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return {"mlflow.source.git.commit": commit.stdout.strip(), "git.dirty": str(dirty).lower()}
+
+
+def epoch_callback():
+    """MLflow's own Keras callback (optimizer params, model summary, per-epoch
+    metrics), minus its step-less copy of the validation metrics: the epoch
+    logs already carry them as val_*."""
+    import mlflow.keras
+
+    class EpochMetrics(mlflow.keras.MlflowCallback):
+        def on_test_end(self, logs=None):
+            pass
+
+    return EpochMetrics()
 
 
 def log_parameter_counts(model):
