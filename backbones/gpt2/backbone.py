@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from backbones.backbone import Backbone
+from backbones.common.logits import tied_logits
 from backbones.gpt2.layers import CausalMask, GPT2Block, PositionEmbedding, causal_attention_mask
 
 
@@ -70,6 +71,19 @@ class GPT2Backbone(Backbone):
     def _embed(self, token_ids, start_index=0, training=None):
         x = self.token_embedding(token_ids) + self.position_embedding(token_ids, start_index=start_index)
         return x if self.embeddings_dropout is None else self.embeddings_dropout(x, training=training)
+
+    def compute_logits(self, hidden_states):
+        """Next-token logits `(..., vocabulary_size)` of final hidden states:
+        `hidden_states @ token_embedding.embeddings^T` (GPT-2 ties its output embedding).
+
+        Example:
+        >>> import numpy as np
+        >>> model = GPT2Backbone(vocabulary_size=100, num_layers=1, num_heads=2, hidden_dim=8,
+        ...                      intermediate_dim=16, max_sequence_length=16)
+        >>> model.compute_logits(np.ones((1, 5, 8), "float32")).shape
+        TensorShape([1, 5, 100])
+        """
+        return tied_logits(hidden_states, self.token_embedding)
 
     def init_cache(self, batch_size, max_length):
         """An empty key/value cache `(batch, layers, 2, max_length, heads, head_dim)`."""

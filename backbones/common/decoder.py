@@ -1,0 +1,94 @@
+"""The pre-norm decoder block of Llama and Gemma: RMS norm, grouped-query
+attention with rotary positions, RMS norm, gated feed-forward."""
+
+import keras
+from keras import ops
+
+from backbones.common.attention import GroupedQueryAttention
+from backbones.common.rms_norm import RMSNormalization
+
+# `Backbone.lora_target_layers` of the families built from this block.
+LORA_TARGET_LAYERS = {
+    "query": ("query",), "key": ("key",), "value": ("value",),
+    "attention_output": ("attention_output",), "ffn": ("ffn_gate", "ffn_intermediate", "ffn_output"),
+}
+
+# The gate's activation: SwiGLU (Llama) or GeGLU with tanh GELU (Gemma).
+ACTIVATIONS = {
+    "silu": ops.silu,
+    "gelu_tanh": lambda x: ops.gelu(x, approximate=True),
+}
+
+
+class GatedDecoderBlock(keras.layers.Layer):
+    """`x + attn(norm(x))`, then `x + ffn_output(act(ffn_gate(h)) * ffn_intermediate(h))`
+    with `h = norm(x)`.
+
+    Args:
+        hidden_dim: int. Width of the residual stream.
+        intermediate_dim: int. Width of the gate and up projections.
+        num_query_heads, num_key_value_heads, head_dim: int. See `GroupedQueryAttention`.
+        activation: str. `"silu"` (SwiGLU) or `"gelu_tanh"` (GeGLU).
+        layer_norm_epsilon: float. Epsilon of the RMS norms.
+        norm_unit_offset: bool. Gemma's `1 + scale` RMS norm.
+        attention_bias, attention_output_bias: bool. Projection biases.
+        dropout: float. Dropout on attention probabilities.
+    """
+
+    def __init__(self, hidden_dim, intermediate_dim, num_query_heads, num_key_value_heads, head_dim,
+                 activation="silu", layer_norm_epsilon=1e-6, norm_unit_offset=False,
+                 attention_bias=False, attention_output_bias=False, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}; supported: {sorted(ACTIVATIONS)}.")
+        self.hidden_dim, self.intermediate_dim = hidden_dim, intermediate_dim
+        self.num_query_heads, self.num_key_value_heads, self.head_dim = num_query_heads, num_key_value_heads, head_dim
+        self.activation, self.layer_norm_epsilon, self.norm_unit_offset = activation, layer_norm_epsilon, norm_unit_offset
+        self.attention_bias, self.attention_output_bias, self.dropout = attention_bias, attention_output_bias, dropout
+        policy = self.dtype_policy
+        norm = lambda name: RMSNormalization(layer_norm_epsilon, norm_unit_offset, dtype=policy, name=name)  # noqa: E731
+        dense = lambda units, name: keras.layers.Dense(  # noqa: E731
+            units, use_bias=False, kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            dtype=policy, name=name)
+        self.attention_norm = norm("attention_norm")
+        self.self_attention = GroupedQueryAttention(
+            num_query_heads, num_key_value_heads, head_dim, hidden_dim, attention_bias,
+            attention_output_bias, dropout, dtype=policy, name="self_attention")
+        self.ffn_norm = norm("ffn_norm")
+        self.ffn_gate = dense(intermediate_dim, "ffn_gate")
+        self.ffn_intermediate = dense(intermediate_dim, "ffn_intermediate")
+        self.ffn_output = dense(hidden_dim, "ffn_output")
+
+    def build(self, input_shape):
+        for layer in (self.attention_norm, self.self_attention, self.ffn_norm, self.ffn_gate, self.ffn_intermediate):
+            layer.build(input_shape)
+        self.ffn_output.build(input_shape[:-1] + (self.intermediate_dim,))
+
+    def call(self, x, rotary, attention_mask, cache=None, cache_index=None, training=None):
+        attended = self.self_attention(self.attention_norm(x), rotary=rotary, attention_mask=attention_mask,
+                                       cache=cache, cache_index=cache_index, training=training)
+        if cache is not None:
+            attended, cache = attended
+        x = x + attended
+        h = self.ffn_norm(x)
+        x = x + self.ffn_output(ACTIVATIONS[self.activation](self.ffn_gate(h)) * self.ffn_intermediate(h))
+        return x if cache is None else (x, cache)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "intermediate_dim": self.intermediate_dim,
+                "num_query_heads": self.num_query_heads, "num_key_value_heads": self.num_key_value_heads,
+                "head_dim": self.head_dim, "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon, "norm_unit_offset": self.norm_unit_offset,
+                "attention_bias": self.attention_bias, "attention_output_bias": self.attention_output_bias,
+                "dropout": self.dropout}
+
+
+def call_blocks_with_cache(blocks, x, rotary, attention_mask, cache, cache_index):
+    """Runs `blocks` on new tokens with a `(batch, layers, 2, max_length, kv_heads, head_dim)`
+    cache; returns `(x, new_cache)`."""
+    caches = []
+    for i, block in enumerate(blocks):
+        x, layer_cache = block(x, rotary=rotary, attention_mask=attention_mask,
+                               cache=cache[:, i], cache_index=cache_index)
+        caches.append(layer_cache)
+    return x, ops.stack(caches, axis=1)

@@ -1,0 +1,40 @@
+"""Logits through a tied output embedding: `hidden_states @ embeddings^T`."""
+
+import keras
+from keras import ops
+
+
+class TiedEmbeddingLogits(keras.layers.Layer):
+    """`hidden_states @ embeddings^T` in the dtype of the hidden states, with the
+    embeddings variable passed as a call argument.
+
+    Being a layer call, it reads the variable at every call, also when it is
+    part of a functional graph (a CausalLM built on KerasTensors). A plain
+    `ops.cast(variable)` there would run once, at graph construction, and
+    freeze the embeddings into a constant. No weights of its own.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._convert_input_args = False  # keep each dtype; the cast below is explicit
+        self.built = True
+
+    def call(self, hidden_states, embeddings):
+        return ops.einsum("...h,vh->...v", hidden_states, ops.cast(embeddings, hidden_states.dtype))
+
+
+_TIED_LOGITS = TiedEmbeddingLogits(name="tied_embedding_logits")
+
+
+def tied_logits(hidden_states, embedding):
+    """Logits `(..., vocabulary_size)` of `hidden_states` through the Embedding layer `embedding`.
+
+    Example:
+    >>> import keras, numpy as np
+    >>> embedding = keras.layers.Embedding(10, 4); embedding.build((None,))
+    >>> tied_logits(np.ones((2, 3, 4), "float32"), embedding).shape
+    TensorShape([2, 3, 10])
+    """
+    if not isinstance(hidden_states, keras.KerasTensor):
+        hidden_states = ops.convert_to_tensor(hidden_states)  # the layer takes tensors only
+    return _TIED_LOGITS(hidden_states, embedding.embeddings)
