@@ -89,6 +89,17 @@ def test_grid_sweep_is_one_parent_with_a_child_per_job(tmp_path):
     assert "lora.rank=2,4" in parent.data.tags["sweep.overrides"]
 
 
+def test_parallel_sweep_shares_one_store(tmp_path):
+    """Two jobs in parallel processes log into the sqlite store the parent created first."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    train(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, "lora.rank=2,4",
+          "trainer.checkpoint=false")
+    all_runs = runs(tmp_path)
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(all_runs) == 3 and len(children) == 2
+    assert all(r.info.status == "FINISHED" for r in all_runs)
+
+
 def test_optuna_search(tmp_path):
     train(tmp_path, "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
           "optimizer.learning_rate=tag(log, interval(1e-4, 1e-2))", *FAST, "trainer.checkpoint=false")
