@@ -8,6 +8,7 @@
 Returns the validation metric named by `task.metric` (what sweeps optimise).
 """
 
+import gc
 import sys
 
 import hydra
@@ -79,6 +80,7 @@ def main(cfg: DictConfig) -> float:
         task.fit(train_batches, validation_data=val_batches, epochs=cfg.trainer.epochs, initial_epoch=start_epoch,
                  callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
 
+        gc.collect()  # finalise the data generator of a run stopped mid-epoch (max_steps) while Python is alive
         metrics = task.evaluate(val_batches, return_dict=True, verbose=0)
         mlflow.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()})
         artifacts = tracking.log_artifacts(task, backbone, hydra_cfg.runtime.output_dir, cfg.tracking.log_preset)
