@@ -9,3 +9,5 @@ from tasks.errors import (  # noqa: E402
     LabelError, MissingTokenizerError, TaskConfigError, TaskInputError, TruncationWarning,
 )
 from tasks.preprocessor import Preprocessor  # noqa: E402
+from tasks.task import TASK_CLASSES, Task  # noqa: E402
+from tasks.text_classifier import TextClassifier  # noqa: E402
