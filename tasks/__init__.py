@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import backbones  # noqa: E402,F401  (registers every backbone family)
+from tasks import samplers  # noqa: E402
 from tasks.causal_lm import CausalLM, Perplexity  # noqa: E402
 from tasks.errors import (  # noqa: E402
     LabelError, MissingTokenizerError, TaskConfigError, TaskInputError, TruncationWarning,
@@ -21,6 +22,6 @@ from tasks.text_classifier import TextClassifier  # noqa: E402
 
 __all__ = [
     "Task", "TextClassifier", "CausalLM", "Preprocessor", "Perplexity", "TASK_CLASSES",
-    "Sampler", "GreedySampler", "RandomSampler", "TopKSampler", "TopPSampler",
+    "samplers", "Sampler", "GreedySampler", "RandomSampler", "TopKSampler", "TopPSampler",
     "TaskInputError", "LabelError", "MissingTokenizerError", "TaskConfigError", "TruncationWarning",
 ]

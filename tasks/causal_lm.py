@@ -216,5 +216,7 @@ class CausalLM(Task):
 
 
 def _rows(prompts):
-    ids, mask = np.asarray(prompts["token_ids"]), np.asarray(prompts.get("padding_mask", np.ones_like(prompts["token_ids"])))
+    """Each prompt's real tokens (where its padding mask is 1), whatever the padding side."""
+    ids = np.asarray(prompts["token_ids"])
+    mask = np.asarray(prompts.get("padding_mask", np.ones_like(ids)))
     return [[int(t) for t, m in zip(r, mr) if m] for r, mr in zip(np.atleast_2d(ids), np.atleast_2d(mask))]

@@ -61,10 +61,14 @@ def make_dataset(x, y, sample_weight, batch_size, shuffle, preprocess, repeat=Fa
 def split_tail(x, y, sample_weight, fraction):
     """Keras's `validation_split` for in-memory data: the last `fraction`, unshuffled."""
     n = len(x["token_ids"]) if is_token_dict(x) else len(x)
-    cut = n - int(n * fraction)
-    head = lambda a: None if a is None else ({k: v[:cut] for k, v in a.items()} if isinstance(a, dict) else a[:cut])  # noqa: E731
-    tail = lambda a: None if a is None else ({k: v[cut:] for k, v in a.items()} if isinstance(a, dict) else a[cut:])  # noqa: E731
-    return (head(x), head(y), head(sample_weight)), (tail(x), tail(y), tail(sample_weight))
+    cut = slice(0, n - int(n * fraction)), slice(n - int(n * fraction), None)
+    return tuple(tuple(_take(a, part) for a in (x, y, sample_weight)) for part in cut)
+
+
+def _take(values, part):
+    if values is None:
+        return None
+    return {k: v[part] for k, v in values.items()} if isinstance(values, dict) else values[part]
 
 
 def _array(values):

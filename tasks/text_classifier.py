@@ -58,10 +58,10 @@ class TextClassifier(Task):
     >>> clf = tasks.TextClassifier(backbone, num_classes=3, sequence_length=16)
     >>> clf.predict(["what a great film", ""], verbose=0).shape
     (2, 3)
-    >>> clf.generate("hello")
+    >>> clf.generate("hello")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    AttributeError: TextClassifier has no generate(): it is a method of tasks.CausalLM. A TextClassifier predicts with predict(); build tasks.CausalLM(backbone) to use generate().
+    AttributeError: TextClassifier has no generate(): it is a method of tasks.CausalLM...
     """
 
     def __init__(self, backbone, num_classes, preprocessor=None, sequence_length=128, dropout=0.1, **kwargs):

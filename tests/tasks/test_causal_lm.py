@@ -59,13 +59,12 @@ def test_compiled_once_per_shape(lm):
 
 def test_stop_tokens_end_each_row_separately(lm):
     rows = lm.preprocessor.prompts(PROMPTS[:2])
-    free = lm.generate({"token_ids": np.array([rows[0] + [0] * 9]), "padding_mask": np.array([[1] * len(rows[0]) + [0] * 9])},
-                       max_length=16, stop_token_ids=())["token_ids"][0]
+    prompt = {"token_ids": np.array([rows[0]]), "padding_mask": np.ones((1, len(rows[0])), "int32")}
+    free = lm.generate(prompt, max_length=16, stop_token_ids=())["token_ids"][0]
     stop = int(free[len(rows[0]) + 2])  # the third generated token of prompt 0
     first = free.tolist().index(stop, len(rows[0]))
     out = lm.generate(PROMPTS[:2], max_length=16, stop_token_ids=[stop])
-    tokens = lm.generate({"token_ids": np.array([rows[0] + [0] * 9]), "padding_mask": np.array([[1] * len(rows[0]) + [0] * 9])},
-                         max_length=16, stop_token_ids=[stop])
+    tokens = lm.generate(prompt, max_length=16, stop_token_ids=[stop])
     assert tokens["padding_mask"][0].tolist() == [1] * (first + 1) + [0] * (15 - first)
     assert tokens["token_ids"][0, :first + 1].tolist() == free[:first + 1].tolist()
     assert out[0] == lm.preprocessor.tokenizer.detokenize([free[:first + 1]])[0]
@@ -100,7 +99,8 @@ def test_loss_is_the_mean_over_real_tokens_only(lm):
     texts = ["the movie was great", "bad"]
     x, y, weight = lm.preprocessor.causal_lm(texts)
     logits = keras.ops.convert_to_numpy(lm(x))
-    log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     token_loss = -np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
     expected = (token_loss * weight).sum() / weight.sum()
     got = lm.evaluate(texts, verbose=0, return_dict=True)
