@@ -20,7 +20,11 @@ class TiedEmbeddingLogits(keras.layers.Layer):
         self.built = True
 
     def call(self, hidden_states, embeddings):
-        return ops.einsum("...h,vh->...v", hidden_states, ops.cast(embeddings, hidden_states.dtype))
+        # A matmul, not einsum("...h,vh->...v"): TensorFlow's gradient of an einsum
+        # with an ellipsis on one operand only materialises a (..., vocabulary, hidden)
+        # tensor (8.6 GB and 30 s per step at batch 8 x 128, V=8192, d=256);
+        # matmul of a rank-3 by a rank-2 tensor is one 2-D matmul and its gradient.
+        return ops.matmul(hidden_states, ops.transpose(ops.cast(embeddings, hidden_states.dtype)))
 
 
 _TIED_LOGITS = TiedEmbeddingLogits(name="tied_embedding_logits")
