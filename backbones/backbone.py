@@ -174,8 +174,8 @@ class Backbone(keras.Model):
         >>> import backbones
         >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
         >>> m.enable_lora(4)
-        >>> {w.name for w in m.trainable_weights}
-        {'lora_kernel_a', 'lora_kernel_b'}
+        >>> sorted({w.name for w in m.trainable_weights})
+        ['lora_kernel_a', 'lora_kernel_b']
         """
         from backbones.errors import LoRAError
 
