@@ -17,11 +17,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lab import schema
+from lab.errors import report_user_errors
 
 schema.register()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@report_user_errors
 def main(cfg: DictConfig) -> float:
     schema.validate(cfg)  # before any heavy import: a bad key fails in a second
     hydra_cfg = HydraConfig.get()
