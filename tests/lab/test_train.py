@@ -89,6 +89,16 @@ def test_grid_sweep_is_one_parent_with_a_child_per_job(tmp_path):
     assert "lora.rank=2,4" in parent.data.tags["sweep.overrides"]
 
 
+def test_every_family_trains_through_train_py(tmp_path):
+    """The tiny config of each family, with LoRA, in one sweep (one process)."""
+    train(tmp_path, "-m", "backbone=bert_tiny,llama_tiny,gemma_tiny", "lora.rank=2", *FAST, "trainer.checkpoint=false")
+    children = [r for r in runs(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
+    assert sorted(r.data.params["backbone.preset"] for r in children) == [
+        "bert_tiny_random_en", "gemma_tiny_en", "llama_tiny_en"]
+    assert all(r.info.status == "FINISHED" and "lora" in {a.path for a in client(tmp_path).list_artifacts(r.info.run_id)}
+               for r in children)
+
+
 def test_parallel_sweep_shares_one_store(tmp_path):
     """Two jobs in parallel processes log into the sqlite store the parent created first."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
