@@ -210,6 +210,12 @@ class Backbone(keras.Model):
 
 def _registered_class(config, directory):
     name = config.get("class_name")
+    if str(config.get("registered_name", "")).startswith("keras_hub>"):
+        raise PresetFormatError(
+            f"{directory} is a keras-hub preset ({config['registered_name']}); its weights are laid out "
+            "for keras-hub's classes, not ours. Load the same model from its Hugging Face checkpoint "
+            "(e.g. a built-in name such as 'gpt2_base_en', or hf://owner/repo), which we convert."
+        )
     if name not in registry.BACKBONE_CLASSES:
         raise PresetFormatError(
             f"{directory}/config.json names class {name!r}, which is not a backbone "

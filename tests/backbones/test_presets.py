@@ -114,6 +114,17 @@ def test_sharded_weights_round_trip(tiny_dir, tmp_path):
     np.testing.assert_array_equal(Backbone.from_preset(tmp_path / "sharded")(X).numpy(), model(X).numpy())
 
 
+def test_keras_hub_preset_is_named_not_misloaded(tiny_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_dir, tmp_path / "kh")
+    config = json.loads((tmp_path / "kh" / "config.json").read_text())
+    config["registered_name"] = "keras_hub>GPT2Backbone"
+    (tmp_path / "kh" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PresetFormatError, match="keras-hub preset.*Hugging Face checkpoint"):
+        Backbone.from_preset(tmp_path / "kh")
+
+
 @pytest.mark.parametrize("case", ["empty", "bad_json", "unregistered", "no_weights", "file"])
 def test_not_a_preset(tmp_path, tiny_dir, case):
     import shutil
