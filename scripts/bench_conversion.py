@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 CONFIGS = {  # each about 100M parameters
     "gpt2": ("GPT2Model", "GPT2Config", dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024)),

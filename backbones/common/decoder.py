@@ -4,7 +4,7 @@ attention with rotary positions, RMS norm, gated feed-forward."""
 import keras
 from keras import ops
 
-from backbones.common.attention import GroupedQueryAttention
+from backbones.common.attention import GroupedQueryAttention, decoder_attention_mask
 from backbones.common.rms_norm import RMSNormalization
 
 # `Backbone.lora_target_layers` of the families built from this block.
@@ -83,12 +83,21 @@ class GatedDecoderBlock(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
-def call_blocks_with_cache(blocks, x, rotary, attention_mask, cache, cache_index):
-    """Runs `blocks` on new tokens with a `(batch, layers, 2, max_length, kv_heads, head_dim)`
-    cache; returns `(x, new_cache)`."""
+def init_decoder_cache(backbone, batch_size, max_length):
+    """An empty key/value cache `(batch, layers, 2, max_length, kv_heads, head_dim)`."""
+    shape = (batch_size, backbone.num_layers, 2, max_length, backbone.num_key_value_heads, backbone.head_dim)
+    return ops.zeros(shape, backbone.compute_dtype)
+
+
+def decode_with_cache(backbone, x, token_ids, padding_mask, cache, cache_index, sliding_window=None):
+    """The blocks and final norm of a Llama-style `backbone` on embedded new
+    tokens `x` placed at `cache_index` (rotary positions start there), reading
+    and updating `cache`; `padding_mask` covers all `max_length` cache
+    positions. Returns `(hidden_states, new_cache)`."""
+    rotary = backbone.rotary_embedding(token_ids, start_index=cache_index)
+    mask = decoder_attention_mask(padding_mask, ops.shape(token_ids)[1], cache_index, sliding_window)
     caches = []
-    for i, block in enumerate(blocks):
-        x, layer_cache = block(x, rotary=rotary, attention_mask=attention_mask,
-                               cache=cache[:, i], cache_index=cache_index)
+    for i, block in enumerate(backbone.transformer_layers):
+        x, layer_cache = block(x, rotary=rotary, attention_mask=mask, cache=cache[:, i], cache_index=cache_index)
         caches.append(layer_cache)
-    return x, ops.stack(caches, axis=1)
+    return backbone.layer_norm(x), ops.stack(caches, axis=1)

@@ -1,11 +1,11 @@
 """`LlamaBackbone`: Meta's Llama 2 / 3 decoder (also Mistral and Qwen2 checkpoints)."""
 
 import keras
-from keras import ops
 
 from backbones.backbone import Backbone
-from backbones.common.attention import DecoderMask, decoder_attention_mask
-from backbones.common.decoder import LORA_TARGET_LAYERS, GatedDecoderBlock, call_blocks_with_cache
+from backbones.common.attention import DecoderMask
+from backbones.common.decoder import (LORA_TARGET_LAYERS, GatedDecoderBlock, decode_with_cache,
+                                      init_decoder_cache)
 from backbones.common.logits import tied_logits
 from backbones.common.rms_norm import RMSNormalization
 from backbones.common.rotary import RotaryEmbedding
@@ -122,18 +122,13 @@ class LlamaBackbone(Backbone):
 
     def init_cache(self, batch_size, max_length):
         """An empty key/value cache `(batch, layers, 2, max_length, kv_heads, head_dim)`."""
-        shape = (batch_size, self.num_layers, 2, max_length, self.num_key_value_heads, self.head_dim)
-        return ops.zeros(shape, self.compute_dtype)
+        return init_decoder_cache(self, batch_size, max_length)
 
     def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
-        """Hidden states of `token_ids` placed at `cache_index` (rotary
-        positions start there), reading and updating `cache`; `padding_mask`
-        covers all `max_length` cache positions. Returns `(hidden_states, new_cache)`."""
-        x = self.token_embedding(token_ids)
-        rotary = self.rotary_embedding(token_ids, start_index=cache_index)
-        mask = decoder_attention_mask(padding_mask, ops.shape(token_ids)[1], cache_index, self.sliding_window)
-        x, cache = call_blocks_with_cache(self.transformer_layers, x, rotary, mask, cache, cache_index)
-        return self.layer_norm(x), cache
+        """Hidden states of `token_ids` placed at `cache_index`, reading and
+        updating `cache` (see `common.decoder.decode_with_cache`). Returns
+        `(hidden_states, new_cache)`."""
+        return decode_with_cache(self, self.token_embedding(token_ids), token_ids, padding_mask, cache, cache_index, self.sliding_window)
 
     def get_config(self):
         return {
