@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 
-import backbones
 from backbones import Backbone, GPT2Backbone, preset_io
 from backbones.errors import (PresetChecksumError, PresetClassMismatchError, PresetDownloadError,
                               PresetFormatError, PresetNotFoundError)
