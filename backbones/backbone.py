@@ -1,11 +1,48 @@
 """`Backbone`: the base class of every backbone, and its cross-family machinery."""
 
+import concurrent.futures
+import contextlib
+import contextvars
+
 import keras
 
 from backbones import lora, preset_io, registry
 from backbones.errors import PresetClassMismatchError, PresetFormatError
 from backbones.handles import resolve_preset
 from backbones.tokenizer import Tokenizer
+
+
+_WEIGHTS_TO_BE_LOADED = contextvars.ContextVar("weights_to_be_loaded", default=False)
+
+
+@contextlib.contextmanager
+def weights_to_be_loaded():
+    """Within it, backbones are built only to have every weight loaded next
+    (`from_preset`, checkpoint conversion): `normal_initializer` gives zeros."""
+    token = _WEIGHTS_TO_BE_LOADED.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_TO_BE_LOADED.reset(token)
+
+
+def normal_initializer(stddev=0.02):
+    """`RandomNormal(stddev)`, or `Zeros` inside `weights_to_be_loaded()`.
+
+    Drawing random weights that the loaded ones overwrite at once is the
+    largest cost of building a preset: ~1 s of a 110M-parameter GPT-2's
+    from_preset on 2 vCPU, where zeros cost a memset.
+
+    Example:
+    >>> type(normal_initializer()).__name__
+    'RandomNormal'
+    >>> with weights_to_be_loaded():
+    ...     type(normal_initializer()).__name__
+    'Zeros'
+    """
+    if _WEIGHTS_TO_BE_LOADED.get():
+        return keras.initializers.Zeros()
+    return keras.initializers.RandomNormal(stddev=stddev)
 
 
 class classproperty:
@@ -105,11 +142,22 @@ class Backbone(keras.Model):
             return load_hf_checkpoint(cls, directory, config, load_weights, kwargs, preset)
         target = _registered_class(config, directory)
         check_subclass(cls, target, preset)
-        if load_weights:
-            preset_io.verify_checksums(directory)
-        backbone = target.from_config({**config.get("config", {}), **kwargs})
-        if load_weights:
-            backbone.load_weights(preset_io.weights_path(directory))
+        if not load_weights:
+            backbone = target.from_config({**config.get("config", {}), **kwargs})
+        else:
+            # The sha256 of the weights runs on another thread (hashlib and file
+            # reads release the GIL) while the model is built and loaded; a
+            # mismatch still raises before anything is returned.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                checked = pool.submit(preset_io.verify_checksums, directory)
+                try:
+                    with weights_to_be_loaded():
+                        backbone = target.from_config({**config.get("config", {}), **kwargs})
+                    backbone.load_weights(preset_io.weights_path(directory))
+                except Exception:
+                    checked.result()  # a corrupted file reports its checksum, not the h5 error
+                    raise
+                checked.result()
         backbone.tokenizer = Tokenizer.from_directory(directory)
         return backbone
 

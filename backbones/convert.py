@@ -1,5 +1,7 @@
 """Loading a transformers checkpoint directory through its family's converter."""
 
+import contextlib
+
 from backbones import registry
 from backbones.errors import PresetFormatError
 from backbones.hf_checkpoint import HFCheckpoint
@@ -13,7 +15,7 @@ def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
     config to constructor arguments and every tensor to a variable; tensors
     left over are an error.
     """
-    from backbones.backbone import check_subclass
+    from backbones.backbone import check_subclass, weights_to_be_loaded
 
     model_type = hf_config["model_type"]
     converter = registry.HF_CONVERTERS.get(model_type)
@@ -25,7 +27,8 @@ def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
         )
     target = registry.BACKBONE_CLASSES[converter.backbone_class]
     check_subclass(cls, target, preset)
-    backbone = target(**{**converter.convert_config(hf_config), **kwargs})
+    with weights_to_be_loaded() if load_weights else contextlib.nullcontext():
+        backbone = target(**{**converter.convert_config(hf_config), **kwargs})
     if load_weights:
         reader = HFCheckpoint(directory)
         converter.convert_weights(backbone, reader, hf_config)

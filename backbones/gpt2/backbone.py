@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from backbones.backbone import Backbone
+from backbones.backbone import Backbone, normal_initializer
 from backbones.common.logits import tied_logits
 from backbones.gpt2.layers import CausalMask, GPT2Block, PositionEmbedding, causal_attention_mask
 
@@ -40,7 +40,7 @@ class GPT2Backbone(Backbone):
         # === Layers ===
         policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
         self.token_embedding = keras.layers.Embedding(
-            vocabulary_size, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            vocabulary_size, hidden_dim, embeddings_initializer=normal_initializer(0.02),
             dtype=policy, name="token_embedding",
         )
         self.position_embedding = PositionEmbedding(max_sequence_length, hidden_dim, dtype=policy, name="position_embedding")
