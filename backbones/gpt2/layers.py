@@ -60,6 +60,10 @@ class CausalSelfAttention(keras.layers.Layer):
     The cache is `(batch, 2, max_length, heads, head_dim)`; with it, the new
     keys and values are written at `cache_index` and attention reads the
     whole cache.
+
+    Kept simple on purpose: training under XLA, one fused q/k/v matmul,
+    `keras.ops.dot_product_attention` and LoRA as `x @ W + s (x @ A) @ B`
+    all measured within noise of this form (-3% to +3%, BENCHMARKS.md).
     """
 
     def __init__(self, num_heads, hidden_dim, dropout=0.0, **kwargs):

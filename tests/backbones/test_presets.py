@@ -48,6 +48,17 @@ def test_load_weights_false_keeps_architecture(tiny_dir):
     assert not np.allclose(fresh(X).numpy(), loaded(X).numpy())
 
 
+def test_weights_built_as_zeros_are_all_loaded(tiny_dir):
+    """from_preset builds with zeros (`weights_to_be_loaded`), then loads every
+    weight; backbones built afterwards get random weights again."""
+    saved = Backbone.from_preset("gpt2_tiny_en").get_weights()
+    for got, expected in zip(Backbone.from_preset(tiny_dir).get_weights(), saved):
+        np.testing.assert_array_equal(got, expected)
+    fresh = GPT2Backbone(vocabulary_size=64, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16)
+    assert all(np.abs(w.numpy()).max() > 0 for w in
+               (fresh.token_embedding.embeddings, fresh.transformer_layers[0].self_attention.query.kernel))
+
+
 def test_kwargs_override_config(tiny_dir):
     model = Backbone.from_preset(tiny_dir, dtype="mixed_bfloat16", trainable=False, name="mine")
     assert (model.dtype_policy.name, model.trainable, model.name) == ("mixed_bfloat16", False, "mine")
