@@ -161,3 +161,21 @@ def make_kaggle_cache(cache_dir, handle, files_dir, monkeypatch):
     parsed = parse_model_handle(handle)
     shutil.copytree(files_dir, get_cached_path(parsed))
     Cache().mark_as_complete(parsed)
+
+
+def check_tiny_preset_rebuilds(family, name, tmp_path):
+    """`scripts/make_tiny_presets.py --family FAMILY` rebuilds the bundled preset
+    `name` bit for bit (weights and tokenizer.json); returns the bundled backbone."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "scripts" / "make_tiny_presets.py"), "--out", str(tmp_path),
+                    "--family", family], check=True, timeout=300)
+    bundled = backbones.Backbone.from_preset(name)
+    rebuilt = backbones.Backbone.from_preset(Path(tmp_path) / name)
+    for a, b in zip(bundled.get_weights(), rebuilt.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (Path(tmp_path) / name / "tokenizer.json").read_text() == \
+        (backbones.handles.resolve_preset(name) / "tokenizer.json").read_text()
+    return bundled

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +7,7 @@ import backbones
 from backbones.bert import BertBackbone
 from backbones.bert.convert_hf import BertConverter
 from backbones.errors import ConversionError
-from tests.helpers import run_backbone_test
+from tests.helpers import check_tiny_preset_rebuilds, run_backbone_test
 
 SMALL = dict(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
              max_sequence_length=24)
@@ -147,14 +145,7 @@ def test_hf_directory_gets_tokenizer_and_roles(tmp_path):
 
 def test_tiny_preset_is_reproducible(tmp_path):
     """scripts/make_tiny_presets.py rebuilds the bundled preset bit for bit."""
-    subprocess.run([sys.executable, "scripts/make_tiny_presets.py", "--out", str(tmp_path), "--family", "bert"],
-                   check=True, timeout=300)
-    bundled = backbones.Backbone.from_preset("bert_tiny_random_en")
-    rebuilt = backbones.Backbone.from_preset(tmp_path / "bert_tiny_random_en")
-    for a, b in zip(bundled.get_weights(), rebuilt.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert (tmp_path / "bert_tiny_random_en" / "tokenizer.json").read_text() == \
-        (backbones.handles.resolve_preset("bert_tiny_random_en") / "tokenizer.json").read_text()
+    bundled = check_tiny_preset_rebuilds("bert", "bert_tiny_random_en", tmp_path)
     ids = bundled.tokenizer(["The movie was GREAT, 10/10!"])[0]  # lowercased; no [UNK] in ASCII text
     assert ids == bundled.tokenizer(["the movie was great, 10/10!"])[0]
     assert bundled.tokenizer.special_token_id("unk") not in ids

@@ -8,7 +8,7 @@ import pytest
 import backbones
 from backbones.errors import ConversionError
 from backbones.gpt2 import GPT2Backbone
-from tests.helpers import make_hf_cache, run_backbone_test, run_hf_parity_test
+from tests.helpers import check_tiny_preset_rebuilds, make_hf_cache, run_backbone_test, run_hf_parity_test
 
 SMALL = dict(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
              max_sequence_length=24)
@@ -94,13 +94,7 @@ def test_converter_rejects_mismatched_checkpoint(tmp_path):
 
 def test_tiny_preset_is_reproducible(tmp_path):
     """scripts/make_tiny_presets.py rebuilds the bundled preset bit for bit."""
-    subprocess.run([sys.executable, "scripts/make_tiny_presets.py", "--out", str(tmp_path), "--family", "gpt2"], check=True, timeout=300)
-    bundled = backbones.Backbone.from_preset("gpt2_tiny_en")
-    rebuilt = backbones.Backbone.from_preset(tmp_path / "gpt2_tiny_en")
-    for a, b in zip(bundled.get_weights(), rebuilt.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    assert (tmp_path / "gpt2_tiny_en" / "tokenizer.json").read_text() == \
-        (backbones.handles.resolve_preset("gpt2_tiny_en") / "tokenizer.json").read_text()
+    check_tiny_preset_rebuilds("gpt2", "gpt2_tiny_en", tmp_path)
 
 
 def test_tokenizer_matches_transformers_gpt2_byte_level_bpe(tmp_path):
