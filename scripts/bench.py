@@ -8,8 +8,10 @@ Each implementation builds the same decoder from a config (random weights,
 dropout 0) and trains it for a fixed number of steps with the causal LM loss
 (cross-entropy of every next token, logits through the tied token embedding)
 and AdamW in float32, on the same batch: Backbone Lab (`GPT2Backbone` +
-`compute_logits`), keras-hub (`GPT2CausalLM` without preprocessor), both
-driven by the same Keras `train_on_batch`, and transformers
+`compute_logits`, with `tasks.CausalLM`'s own loss `tasks.losses.SparseCrossEntropy`),
+keras-hub (`GPT2CausalLM` without preprocessor, with Keras's
+`SparseCategoricalCrossentropy`, its documented loss), both driven by the
+same Keras `train_on_batch` and AdamW, and transformers
 (`GPT2LMHeadModel`, eager PyTorch). Keras runs with XLA (`jit_compile=True`,
 our trainer's default); keras-hub also runs at Keras's own default, which on a
 CPU-only machine is no XLA. Every measurement runs in its own process; the
@@ -176,7 +178,12 @@ def build_keras(impl, family, mode, dtype, s, jit_compile):
             backbone.enable_lora(LORA_RANK)
         compile_kwargs = {"weighted_metrics": []}
     optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01, epsilon=1e-8)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if impl == "ours":  # each framework's own causal LM loss: ours is `tasks.CausalLM`'s default
+        from tasks.losses import SparseCrossEntropy
+
+        loss = SparseCrossEntropy()
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile, **compile_kwargs)
     return model, backbone
 

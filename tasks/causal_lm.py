@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tasks import data, generation, samplers
+from tasks import data, generation, losses, samplers
 from tasks.errors import TaskConfigError, TaskInputError
 from tasks.task import Task, build_preprocessor, sequence_output, task_inputs
 
@@ -35,11 +35,18 @@ class LMHead(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self._vocabulary_size,)
 
 
-class Perplexity(keras.metrics.SparseCategoricalCrossentropy):
-    """exp(mean cross-entropy) over the weighted (real) tokens seen so far."""
+class Perplexity(keras.metrics.MeanMetricWrapper):
+    """exp(mean cross-entropy) over the weighted (real) tokens seen so far.
 
-    def __init__(self, name="perplexity", **kwargs):
-        super().__init__(name=name, from_logits=True, **kwargs)
+    The cross-entropy is the loss's own forward (`losses.sparse_cross_entropy`),
+    so under XLA the metric shares the loss's pass over the logits.
+    """
+
+    def __init__(self, name="perplexity", dtype=None):
+        super().__init__(fn=losses.sparse_cross_entropy, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
 
     def result(self):
         return ops.exp(super().result())
@@ -110,7 +117,7 @@ class CausalLM(Task):
 
     def _default_loss(self):
         # Divide by the summed weights (real tokens), not by every position.
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+        return losses.SparseCrossEntropy(reduction="mean_with_sample_weight")
 
     def _default_metrics(self):
         return None, [keras.metrics.SparseCategoricalAccuracy("accuracy"), Perplexity()]

@@ -26,6 +26,7 @@ def test_decoder_families_generate_and_train(preset, tmp_path):
     assert np.isfinite(history.history["loss"][0])
     lm.save_to_preset(tmp_path / "lm")
     restored = tasks.Task.from_preset(tmp_path / "lm")
+    restored.compile()  # the same XLA kernels as `lm` (compiled above), so bit-identical outputs
     np.testing.assert_array_equal(restored.predict(["the movie"], verbose=0), lm.predict(["the movie"], verbose=0))
     clf = tasks.TextClassifier.from_preset(preset, num_classes=2, sequence_length=12)
     assert clf.predict(["the movie", ""], verbose=0).shape == (2, 2)
@@ -42,7 +43,8 @@ def test_bert_classifier_uses_pooled_output_and_round_trips(tmp_path):
     clf.compile()
     clf.fit(["good", "bad"], [1, 0], verbose=0)
     clf.save_to_preset(tmp_path / "bert_clf")
-    np.testing.assert_array_equal(tasks.Task.from_preset(tmp_path / "bert_clf").predict(["good"], verbose=0),
-                                  clf.predict(["good"], verbose=0))
+    restored = tasks.Task.from_preset(tmp_path / "bert_clf")
+    restored.compile()  # the same XLA kernels as `clf`, so bit-identical outputs
+    np.testing.assert_array_equal(restored.predict(["good"], verbose=0), clf.predict(["good"], verbose=0))
     with pytest.raises(tasks.TaskConfigError, match="needs a decoder backbone"):
         tasks.CausalLM.from_preset("bert_tiny_random_en")
