@@ -50,10 +50,21 @@ class BertKerasHubConverter:
 
     @staticmethod
     def convert_tokenizer(directory):
-        """WordPiece from `assets/tokenizer/vocabulary.txt` and tokenizer.json's options."""
+        """WordPiece from `assets/tokenizer/vocabulary.txt` and tokenizer.json's options.
+
+        keras-hub's `lowercase` case-folds with NFKC (a ligature `ﬁ` becomes `fi`),
+        so NFKC runs first here. One difference is kept on purpose: special
+        tokens written in the text (`"[SEP]"`) stay whole, as in transformers,
+        where keras-hub (`special_tokens_in_strings=False`) splits them.
+        """
+        from tokenizers import normalizers
+
         _, config = tokenizer_config(directory)
         special = {**SPECIAL_TOKENS, "unk": config.get("oov_token") or SPECIAL_TOKENS["unk"]}
+        lowercase = config.get("lowercase", False)
         wordpiece = wordpiece_from_vocab(
             tokenizer_asset(directory, "vocabulary.txt"), special,
-            lowercase=config.get("lowercase", False), strip_accents=bool(config.get("strip_accents")))
+            lowercase=lowercase, strip_accents=bool(config.get("strip_accents")))
+        if lowercase:
+            wordpiece.normalizer = normalizers.Sequence([normalizers.NFKC(), wordpiece.normalizer])
         return Tokenizer(wordpiece, {r: t for r, t in special.items() if wordpiece.token_to_id(t) is not None})
