@@ -68,7 +68,9 @@ def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
 
     The converter registered for `config["class_name"]` maps the config to
     constructor arguments and every stored variable to one of ours; variables
-    left over are an error. `kwargs` override (a user's dtype wins).
+    left over are an error. A converter may also read architecture facts from
+    the weights (`config_from_weights(reader) -> kwargs`). `kwargs` override
+    (a user's dtype wins).
     """
     from backbones.backbone import check_subclass, weights_to_be_loaded
     from backbones.tokenizer import Tokenizer
@@ -77,15 +79,20 @@ def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
     target = registry.BACKBONE_CLASSES[converter.backbone_class]
     check_subclass(cls, target, preset)
     hub_config = config.get("config", {})
-    init = {**_base_kwargs(hub_config), **converter.convert_config(hub_config), **kwargs}
-    if load_weights:
-        with KerasHubWeights(directory) as reader:
+    # Opened also for load_weights=False when present: some architecture facts
+    # are only in the weights (`config_from_weights`, e.g. whether Llama is tied).
+    has_weights = load_weights or preset_io.weights_files(directory)
+    with KerasHubWeights(directory) if has_weights else contextlib.nullcontext() as reader:
+        from_weights = getattr(converter, "config_from_weights", None)
+        init = {**_base_kwargs(hub_config), **converter.convert_config(hub_config),
+                **(from_weights(reader) if from_weights and reader else {}), **kwargs}
+        if load_weights:
             with weights_to_be_loaded():
                 backbone = target(**init)
             converter.convert_weights(backbone, reader, hub_config)
             reader.check_all_used()
-    else:
-        backbone = target(**init)
+        else:
+            backbone = target(**init)
     backbone.tokenizer = Tokenizer.from_directory(directory)
     return backbone
 
@@ -180,8 +187,9 @@ class KerasHubWeights(contextlib.AbstractContextManager):
     def keys(self):
         return set(self._datasets)
 
-    def __contains__(self, layer):
-        return f"layers/{layer}/vars/0" in self._datasets
+    def has(self, layer, index=0):
+        """True if variable `index` of `layer` is stored."""
+        return f"layers/{layer}/vars/{index}" in self._datasets
 
     def get(self, layer, index):
         """Variable `index` of `layer` (a path below `layers/`) as a NumPy array, marked used."""
@@ -209,6 +217,10 @@ class KerasHubWeights(contextlib.AbstractContextManager):
         value = self.get(layer, index)
         if merge_heads and value.size == int(np.prod(variable.shape)):
             value = value.reshape(tuple(variable.shape))
+        assign(variable, value, f"layers/{layer}/vars/{index}")
+
+    def assign(self, variable, value, layer, index):
+        """Assigns `value` (variable `index` of `layer`, transformed by the caller), checking shapes."""
         assign(variable, value, f"layers/{layer}/vars/{index}")
 
     def put_layer(self, layer_obj, layer, merge_heads=False):

@@ -22,6 +22,7 @@ HF_CONVERTERS = {}
 # keras-hub backbone class name (`GPT2Backbone`) -> converter with
 # `backbone_class`, `convert_config(keras_hub_config) -> kwargs`,
 # `convert_weights(backbone, reader, keras_hub_config)` and optionally
+# `config_from_weights(reader) -> kwargs` and
 # `convert_tokenizer(directory) -> Tokenizer or None`.
 KERAS_HUB_CONVERTERS = {}
 
