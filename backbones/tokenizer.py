@@ -84,8 +84,9 @@ class Tokenizer:
         tokenizer = cls.from_directory(directory)
         if tokenizer is None:
             raise PresetFormatError(
-                f"Preset {preset!r} ({directory}) has no {TOKENIZER_FILE}: it holds no "
-                "tokenizer. Use a preset saved with one, or attach one before saving."
+                f"Preset {preset!r} ({directory}) has no {TOKENIZER_FILE}, or a keras-hub "
+                "tokenizer of a family whose tokenizer we cannot convert yet. Use a preset "
+                "saved with one, or attach one before saving."
             )
         return tokenizer
 
