@@ -9,6 +9,7 @@ import keras
 from backbones import lora, preset_io, registry
 from backbones.errors import PresetClassMismatchError, PresetFormatError
 from backbones.handles import resolve_preset
+from backbones.keras_hub_preset import is_keras_hub_config, load_keras_hub_preset
 from backbones.tokenizer import Tokenizer
 
 
@@ -122,7 +123,9 @@ class Backbone(keras.Model):
         Args:
             preset: str. A built-in name (`"gpt2_base_en"`), `"hf://owner/repo[@rev]"`,
                 `"kaggle://owner/model/framework/variant[/version]"` or a local
-                directory: ours, or a transformers checkpoint (converted on load).
+                directory: ours, a transformers checkpoint or a keras-hub preset
+                (e.g. `kaggle://keras/gpt2/keras/gpt2_base_en`; both converted on
+                load for the families whose converters are registered).
             load_weights: bool. False gives the preset's architecture with
                 randomly initialised weights.
             **kwargs: constructor overrides, e.g. `dtype="bfloat16"`,
@@ -140,6 +143,8 @@ class Backbone(keras.Model):
             from backbones.convert import load_hf_checkpoint
 
             return load_hf_checkpoint(cls, directory, config, load_weights, kwargs, preset)
+        if is_keras_hub_config(config):
+            return load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset)
         target = _registered_class(config, directory)
         check_subclass(cls, target, preset)
         if not load_weights:
@@ -258,12 +263,6 @@ class Backbone(keras.Model):
 
 def _registered_class(config, directory):
     name = config.get("class_name")
-    if str(config.get("registered_name", "")).startswith("keras_hub>"):
-        raise PresetFormatError(
-            f"{directory} is a keras-hub preset ({config['registered_name']}); its weights are laid out "
-            "for keras-hub's classes, not ours. Load the same model from its Hugging Face checkpoint "
-            "(e.g. a built-in name such as 'gpt2_base_en', or hf://owner/repo), which we convert."
-        )
     if name not in registry.BACKBONE_CLASSES:
         raise PresetFormatError(
             f"{directory}/config.json names class {name!r}, which is not a backbone "

@@ -19,6 +19,13 @@ BACKBONE_PRESETS = {}
 # `convert_weights(backbone, reader, hf_config)`.
 HF_CONVERTERS = {}
 
+# keras-hub backbone class name (`GPT2Backbone`) -> converter with
+# `backbone_class`, `convert_config(keras_hub_config) -> kwargs`,
+# `convert_weights(backbone, reader, keras_hub_config)` and optionally
+# `config_from_weights(reader) -> kwargs` and
+# `convert_tokenizer(directory) -> Tokenizer or None`.
+KERAS_HUB_CONVERTERS = {}
+
 
 def register_presets(presets, backbone_class):
     """Adds a family's built-in presets, tagging each with its class name."""
@@ -41,6 +48,24 @@ def register_converter(model_type):
 
     def wrap(converter):
         HF_CONVERTERS[model_type] = converter
+        return converter
+
+    return wrap
+
+
+def register_keras_hub_converter(class_name):
+    """Decorator: registers a keras-hub preset converter for `class_name`.
+
+    Example:
+    >>> @register_keras_hub_converter("MyBackbone")
+    ... class MyKerasHubConverter:
+    ...     pass
+    >>> KERAS_HUB_CONVERTERS.pop("MyBackbone").__name__
+    'MyKerasHubConverter'
+    """
+
+    def wrap(converter):
+        KERAS_HUB_CONVERTERS[class_name] = converter
         return converter
 
     return wrap

@@ -84,18 +84,28 @@ class Tokenizer:
         tokenizer = cls.from_directory(directory)
         if tokenizer is None:
             raise PresetFormatError(
-                f"Preset {preset!r} ({directory}) has no {TOKENIZER_FILE}: it holds no "
-                "tokenizer. Use a preset saved with one, or attach one before saving."
+                f"Preset {preset!r} ({directory}) has no {TOKENIZER_FILE}, or a keras-hub "
+                "tokenizer of a family whose tokenizer we cannot convert yet. Use a preset "
+                "saved with one, or attach one before saving."
             )
         return tokenizer
 
     @classmethod
     def from_directory(cls, directory):
-        """The tokenizer in `directory`, or None if it has no tokenizer.json."""
+        """The tokenizer in `directory`, or None if it has no tokenizer.json.
+
+        A keras-hub preset's tokenizer.json (a Keras serialized config, with the
+        vocabulary in `assets/tokenizer/`) is converted by the family's
+        keras-hub converter; None if that family has no tokenizer converter yet.
+        """
         directory = Path(directory)
         path = directory / TOKENIZER_FILE
         if not path.exists():
             return None
+        if _is_keras_hub_file(path):
+            from backbones.keras_hub_preset import convert_tokenizer
+
+            return convert_tokenizer(directory)
         try:
             tokenizer = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust loader raises a bare Exception
@@ -103,6 +113,16 @@ class Tokenizer:
         config_path = directory / TOKENIZER_CONFIG_FILE
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
         return cls(tokenizer, special_tokens_from_config(config, tokenizer))
+
+
+def _is_keras_hub_file(path):
+    """True if `path` is a keras-hub serialized tokenizer config, not a `tokenizers` file."""
+    from backbones.keras_hub_preset import is_keras_hub_config
+
+    try:
+        return is_keras_hub_config(json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False  # reported by the `tokenizers` loader
 
 
 def special_tokens_from_config(config, tokenizer):

@@ -3,7 +3,8 @@
 `run_backbone_test` covers what every backbone must do (config and preset
 round trips, LoRA trainable set and shapes, adapter round trip, dtypes);
 `run_hf_parity_test` pins a converted transformers checkpoint's hidden states;
-`make_hf_cache` / `make_kaggle_cache` build hub caches offline.
+`run_keras_hub_preset_test` pins a converted keras-hub preset's outputs and
+token ids; `make_hf_cache` / `make_kaggle_cache` build hub caches offline.
 """
 
 import json
@@ -179,3 +180,52 @@ def check_tiny_preset_rebuilds(family, name, tmp_path):
     assert (Path(tmp_path) / name / "tokenizer.json").read_text() == \
         (backbones.handles.resolve_preset(name) / "tokenizer.json").read_text()
     return bundled
+
+
+def keras_hub_tokenizer_from_bundled(family):
+    """A keras-hub tokenizer with the vocabulary of our bundled tiny preset of `family`."""
+    import keras_hub
+
+    if family == "gpt2":
+        bundled = backbones.Tokenizer.from_preset("gpt2_tiny_en").tokenizer
+        merges = json.loads(bundled.to_str())["model"]["merges"]
+        return keras_hub.models.GPT2Tokenizer(
+            vocabulary=bundled.get_vocab(), merges=[m if isinstance(m, str) else " ".join(m) for m in merges])
+    vocab = backbones.Tokenizer.from_preset("bert_tiny_random_en").tokenizer.get_vocab()
+    return keras_hub.models.BertTokenizer(vocabulary=sorted(vocab, key=vocab.get), lowercase=True)
+
+
+def run_keras_hub_preset_test(hub_backbone, hub_tokenizer, inputs, texts, tmp_path, atol=1e-5):
+    """Saves a keras-hub backbone + tokenizer with keras-hub's `save_to_preset`, loads
+    the directory with our `Backbone.from_preset` and checks: same class name, outputs
+    within `atol` on real tokens, subclass call, `load_weights=False`, dtype override,
+    token ids equal to keras-hub's on `texts` (`hub_tokenizer=None`: no tokenizer).
+    Returns the preset directory."""
+    directory = Path(tmp_path) / "keras_hub_preset"
+    hub_backbone.save_to_preset(directory)
+    if hub_tokenizer is not None:
+        hub_tokenizer.save_to_preset(directory)
+    ours = backbones.Backbone.from_preset(directory)
+    cls = type(ours)
+    assert cls.__name__ == type(hub_backbone).__name__
+    expected, got = hub_backbone(inputs), ours(inputs)
+    real = np.asarray(inputs["padding_mask"]).astype(bool)
+    assert np.abs(hidden(got)[real] - hidden(expected)[real]).max() < atol
+    if isinstance(expected, dict) and "pooled_output" in expected:
+        np.testing.assert_allclose(hidden(got["pooled_output"]), hidden(expected["pooled_output"]), atol=atol)
+
+    assert type(cls.from_preset(directory)) is cls
+    fresh = backbones.Backbone.from_preset(directory, load_weights=False)
+    assert type(fresh) is cls and fresh.get_config() == ours.get_config()
+    assert not np.allclose(hidden(fresh(inputs))[real], hidden(got)[real])
+    bf16 = backbones.Backbone.from_preset(directory, dtype="bfloat16", trainable=False)
+    assert bf16.dtype_policy.name == "bfloat16" and not bf16.trainable
+    np.testing.assert_allclose(hidden(bf16(inputs))[real], hidden(got)[real], atol=0.1)
+
+    if hub_tokenizer is None:  # families whose tokenizer converter is not written yet
+        assert ours.tokenizer is None
+        return directory
+    theirs = hub_tokenizer(texts)
+    theirs = theirs.to_list() if hasattr(theirs, "to_list") else theirs  # ragged: lists, or a tf.RaggedTensor
+    assert ours.tokenizer(texts) == [[int(i) for i in ids] for ids in theirs]
+    return directory

@@ -1,6 +1,6 @@
 """BERT family: backbone, layers, WordPiece tokenizer, presets, transformers converter."""
 
-from backbones.bert import convert_hf  # noqa: F401  (registers the converter)
+from backbones.bert import convert_hf, convert_keras_hub  # noqa: F401  (register the converters)
 from backbones.bert.backbone import BertBackbone
 from backbones.bert.presets import PRESETS
 from backbones.registry import register_presets

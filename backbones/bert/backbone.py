@@ -25,6 +25,8 @@ class BertBackbone(Backbone):
         max_sequence_length: int. Number of learned positions.
         num_segments: int. Number of segment (token type) ids.
         layer_norm_epsilon: float. Epsilon of every LayerNorm.
+        activation: str. Feed-forward GELU: `"gelu"` (exact, BERT's and
+            transformers') or `"gelu_approximate"` (tanh, keras-hub's BERT).
         dtype: str or keras.DTypePolicy. Dtype policy (see `Backbone`).
 
     Example:
@@ -45,7 +47,7 @@ class BertBackbone(Backbone):
 
     def __init__(self, vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
                  dropout=0.1, max_sequence_length=512, num_segments=2, layer_norm_epsilon=1e-12,
-                 dtype=None, **kwargs):
+                 activation="gelu", dtype=None, **kwargs):
         # === Layers ===
         policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
         embedding = lambda count, name: keras.layers.Embedding(  # noqa: E731
@@ -61,7 +63,7 @@ class BertBackbone(Backbone):
                                    if dropout else None)
         self.transformer_layers = [
             BertBlock(num_heads, hidden_dim, intermediate_dim, dropout, layer_norm_epsilon,
-                      dtype=policy, name=f"transformer_layer_{i}")
+                      activation, dtype=policy, name=f"transformer_layer_{i}")
             for i in range(num_layers)
         ]
         self.pooled_dense = keras.layers.Dense(
@@ -88,7 +90,7 @@ class BertBackbone(Backbone):
         self.vocabulary_size, self.num_layers, self.num_heads = vocabulary_size, num_layers, num_heads
         self.hidden_dim, self.intermediate_dim, self.dropout = hidden_dim, intermediate_dim, dropout
         self.max_sequence_length, self.num_segments = max_sequence_length, num_segments
-        self.layer_norm_epsilon = layer_norm_epsilon
+        self.layer_norm_epsilon, self.activation = layer_norm_epsilon, activation
 
     def get_config(self):
         return {
@@ -97,5 +99,5 @@ class BertBackbone(Backbone):
             "num_heads": self.num_heads, "hidden_dim": self.hidden_dim,
             "intermediate_dim": self.intermediate_dim, "dropout": self.dropout,
             "max_sequence_length": self.max_sequence_length, "num_segments": self.num_segments,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "layer_norm_epsilon": self.layer_norm_epsilon, "activation": self.activation,
         }

@@ -57,13 +57,22 @@ class BertSelfAttention(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim, "dropout": self.dropout}
 
 
+# Feed-forward activations: BERT's exact (erf) GELU, as in the original release
+# and transformers' `hidden_act="gelu"`, or the tanh approximation keras-hub's
+# BertBackbone uses.
+ACTIVATIONS = {"gelu": False, "gelu_approximate": True}  # name -> gelu(approximate=...)
+
+
 class BertBlock(keras.layers.Layer):
     """Post-norm encoder block: x = ln(x + attn(x)), then x = ln(x + ffn(x)),
-    with the exact (erf) GELU of BERT's `hidden_act="gelu"`."""
+    with a GELU (`activation`: `"gelu"`, exact, or `"gelu_approximate"`, tanh)."""
 
     def __init__(self, num_heads, hidden_dim, intermediate_dim, dropout=0.0,
-                 layer_norm_epsilon=1e-12, **kwargs):
+                 layer_norm_epsilon=1e-12, activation="gelu", **kwargs):
         super().__init__(**kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}; use one of {sorted(ACTIVATIONS)}.")
+        self.activation = activation
         self.num_heads, self.hidden_dim, self.intermediate_dim = num_heads, hidden_dim, intermediate_dim
         self.dropout, self.layer_norm_epsilon = dropout, layer_norm_epsilon
         policy = self.dtype_policy
@@ -91,10 +100,10 @@ class BertBlock(keras.layers.Layer):
     def call(self, x, padding_mask, training=None):
         attended = self.self_attention(x, padding_mask=padding_mask, training=training)
         x = self.attention_norm(x + self._drop(attended, training))
-        h = keras.activations.gelu(self.ffn_intermediate(x), approximate=False)
+        h = keras.activations.gelu(self.ffn_intermediate(x), approximate=ACTIVATIONS[self.activation])
         return self.ffn_norm(x + self._drop(self.ffn_output(h), training))
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "hidden_dim": self.hidden_dim,
                 "intermediate_dim": self.intermediate_dim, "dropout": self.dropout,
-                "layer_norm_epsilon": self.layer_norm_epsilon}
+                "layer_norm_epsilon": self.layer_norm_epsilon, "activation": self.activation}

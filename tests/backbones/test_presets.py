@@ -124,14 +124,17 @@ def test_sharded_weights_round_trip(tiny_dir, tmp_path):
     np.testing.assert_array_equal(Backbone.from_preset(tmp_path / "sharded")(X).numpy(), model(X).numpy())
 
 
-def test_keras_hub_preset_is_named_not_misloaded(tiny_dir, tmp_path):
+def test_keras_hub_name_on_our_weights_is_not_misloaded(tiny_dir, tmp_path):
+    """A config claiming keras-hub over our weights layout: the converter names what is missing."""
     import shutil
+
+    from backbones.errors import ConversionError
 
     shutil.copytree(tiny_dir, tmp_path / "kh")
     config = json.loads((tmp_path / "kh" / "config.json").read_text())
     config["registered_name"] = "keras_hub>GPT2Backbone"
     (tmp_path / "kh" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(PresetFormatError, match="keras-hub preset.*Hugging Face checkpoint"):
+    with pytest.raises(ConversionError, match="layers/reversible_embedding/vars/0.*missing"):
         Backbone.from_preset(tmp_path / "kh")
 
 

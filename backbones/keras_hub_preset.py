@@ -1,0 +1,249 @@
+"""Loading keras-hub presets (`registered_name: "keras_hub>..."`) by conversion.
+
+Kaggle handles `kaggle://keras/<model>/keras/<variant>` hold keras-hub
+presets: the same directory layout as ours, but weights laid out for
+keras-hub's classes and a `tokenizer.json` that is a Keras serialized config
+(its vocabulary sits in `assets/tokenizer/`). Each family registers a
+converter by keras-hub class name (`registry.register_keras_hub_converter`),
+like the transformers converters by `model_type`.
+
+Layout facts of Keras 3's `model.weights.h5`, read from saved files: one
+dataset per variable at `layers/<layer>/<attribute>/.../vars/<i>`, where a
+top-level layer is named by its snake-cased class with a counter in model
+order (`transformer_decoder`, `transformer_decoder_1`), a sublayer by the
+attribute holding it (`_self_attention_layer/query_dense`), and `<i>` is the
+variable's creation order (kernel 0, bias 1; gamma 0, beta 1). bfloat16
+variables carry `attrs["dtype"] = "bfloat16"`. Sharded weights are
+`model.weights.json` (`weight_map`: group -> shard file(s)) plus the shards,
+each laid out the same way. Nothing is unpickled and keras-hub is never imported.
+"""
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from backbones import preset_io, registry
+from backbones.errors import ConversionError, PresetFormatError
+from backbones.hf_checkpoint import assign
+
+PREFIX = "keras_hub>"
+
+
+def is_keras_hub_config(config):
+    """True for a keras-hub serialized config (`config.json`, `tokenizer.json`).
+
+    Example:
+    >>> is_keras_hub_config({"class_name": "GPT2Backbone", "registered_name": "keras_hub>GPT2Backbone"})
+    True
+    """
+    return isinstance(config, dict) and str(config.get("registered_name") or "").startswith(PREFIX)
+
+
+def converter_for(class_name, directory):
+    """The registered converter of keras-hub class `class_name`, or a clear error."""
+    converter = registry.KERAS_HUB_CONVERTERS.get(class_name)
+    if converter is None:
+        raise PresetFormatError(
+            f"{directory}/config.json is a keras-hub preset of class {class_name!r}, which we "
+            f"cannot convert. Supported keras-hub classes: {sorted(registry.KERAS_HUB_CONVERTERS)}. "
+            "Load the model from its Hugging Face checkpoint (hf://owner/repo) if it has one."
+        )
+    return converter
+
+
+def _base_kwargs(config):
+    """Name, trainable and dtype policy name from a keras-hub backbone config."""
+    kwargs = {k: config[k] for k in ("name", "trainable") if k in config}
+    dtype = config.get("dtype")
+    if isinstance(dtype, dict):  # a serialized DTypePolicy
+        dtype = dtype.get("config", {}).get("name")
+    if dtype:
+        kwargs["dtype"] = dtype
+    return kwargs
+
+
+def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
+    """Builds our backbone from a keras-hub preset directory, converting on the fly.
+
+    The converter registered for `config["class_name"]` maps the config to
+    constructor arguments and every stored variable to one of ours; variables
+    left over are an error. A converter may also read architecture facts from
+    the weights (`config_from_weights(reader) -> kwargs`). `kwargs` override
+    (a user's dtype wins).
+    """
+    from backbones.backbone import check_subclass, weights_to_be_loaded
+    from backbones.tokenizer import Tokenizer
+
+    converter = converter_for(config.get("class_name"), directory)
+    target = registry.BACKBONE_CLASSES[converter.backbone_class]
+    check_subclass(cls, target, preset)
+    hub_config = config.get("config", {})
+    # Opened also for load_weights=False when present: some architecture facts
+    # are only in the weights (`config_from_weights`, e.g. whether Llama is tied).
+    has_weights = load_weights or preset_io.weights_files(directory)
+    with KerasHubWeights(directory) if has_weights else contextlib.nullcontext() as reader:
+        from_weights = getattr(converter, "config_from_weights", None)
+        init = {**_base_kwargs(hub_config), **converter.convert_config(hub_config),
+                **(from_weights(reader) if from_weights and reader else {}), **kwargs}
+        if load_weights:
+            with weights_to_be_loaded():
+                backbone = target(**init)
+            converter.convert_weights(backbone, reader, hub_config)
+            reader.check_all_used()
+        else:
+            backbone = target(**init)
+    backbone.tokenizer = Tokenizer.from_directory(directory)
+    return backbone
+
+
+def convert_tokenizer(directory):
+    """Our `Tokenizer` from a keras-hub preset's tokenizer, or None.
+
+    None when the family's converter has no `convert_tokenizer` yet (it is
+    then loaded without a tokenizer). Used by `Tokenizer.from_directory`.
+    """
+    directory = Path(directory)
+    config = preset_io.read_json(directory / preset_io.CONFIG_FILE)
+    converter = converter_for(config.get("class_name"), directory)
+    if not hasattr(converter, "convert_tokenizer"):
+        return None
+    return converter.convert_tokenizer(directory)
+
+
+def tokenizer_config(directory):
+    """`(class_name, config)` of a keras-hub preset's `tokenizer.json`.
+
+    Example:
+    >>> import tempfile, json
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "tokenizer.json").write_text(json.dumps({"class_name": "GPT2Tokenizer", "config": {"add_prefix_space": False}}))
+    >>> tokenizer_config(d)
+    ('GPT2Tokenizer', {'add_prefix_space': False})
+    """
+    config = preset_io.read_json(Path(directory) / "tokenizer.json", what="keras-hub preset")
+    return config.get("class_name"), config.get("config", {})
+
+
+def tokenizer_asset(directory, name):
+    """Path of a tokenizer asset (`assets/tokenizer/<name>`), or a clear error if missing."""
+    path = Path(directory) / "assets" / "tokenizer" / name
+    if not path.is_file():
+        raise PresetFormatError(
+            f"{path} is missing: the keras-hub preset's tokenizer.json needs it. "
+            "Download or save the preset again (with its assets/ folder)."
+        )
+    return path
+
+
+class KerasHubWeights(contextlib.AbstractContextManager):
+    """The variables of a keras-hub preset's `model.weights.h5` (or shards), by layer path.
+
+    `get("transformer_decoder_1/_self_attention_layer/query_dense", 0)` is the
+    dataset `layers/transformer_decoder_1/_self_attention_layer/query_dense/vars/0`.
+    Tracks what was read, so `check_all_used` finds leftovers.
+
+    Example:
+    >>> import tempfile, h5py, numpy as np
+    >>> d = Path(tempfile.mkdtemp())
+    >>> with h5py.File(d / "model.weights.h5", "w") as f:
+    ...     f["layers/dense/vars/0"] = np.ones((2, 3), "float32")
+    >>> with KerasHubWeights(d) as weights:
+    ...     weights.get("dense", 0).shape
+    (2, 3)
+    """
+
+    def __init__(self, directory):
+        import h5py
+
+        self.directory = Path(directory)
+        path = preset_io.weights_path(self.directory)
+        if path.suffix == ".json":
+            weight_map = preset_io.read_json(path, what="keras-hub preset").get("weight_map", {})
+            shards = sorted({f for v in weight_map.values() for f in ([v] if isinstance(v, str) else v)})
+        else:
+            shards = [path.name]
+        self._files, self._datasets, self.used = [], {}, set()
+        for shard in shards:
+            shard_path = self.directory / shard
+            if not shard_path.is_file():
+                raise PresetFormatError(
+                    f"{shard_path} is listed in {path.name} but missing: the preset is "
+                    "incomplete. Download or save it again."
+                )
+            f = h5py.File(shard_path, "r")
+            self._files.append(f)
+            f.visititems(lambda name, obj, shard=shard: self._add(name, obj, shard, h5py))
+
+    def _add(self, name, obj, shard, h5py):
+        if isinstance(obj, h5py.Dataset):
+            self._datasets.setdefault(name, (shard, obj))
+        # None: h5py's visititems stops at the first value returned.
+
+    def __exit__(self, *exc):
+        for f in self._files:
+            f.close()
+
+    def keys(self):
+        return set(self._datasets)
+
+    def has(self, layer, index=0):
+        """True if variable `index` of `layer` is stored."""
+        return f"layers/{layer}/vars/{index}" in self._datasets
+
+    def get(self, layer, index):
+        """Variable `index` of `layer` (a path below `layers/`) as a NumPy array, marked used."""
+        key = f"layers/{layer}/vars/{index}"
+        if key not in self._datasets:
+            raise ConversionError(
+                f"Variable {key!r} is missing from the weights in {self.directory}: the "
+                "weights do not match config.json (or the preset was saved by a keras-hub "
+                "version laid out differently). Re-download the preset."
+            )
+        _, dataset = self._datasets[key]
+        self.used.add(key)
+        if dataset.attrs.get("dtype") == "bfloat16":
+            import ml_dtypes
+
+            return np.array(dataset, dtype=ml_dtypes.bfloat16)
+        return np.array(dataset)
+
+    def put(self, variable, layer, index, merge_heads=False):
+        """Assigns variable `index` of `layer` to `variable`, checking shapes.
+
+        `merge_heads` flattens keras-hub's per-head attention axes, e.g. a query
+        kernel `(hidden, heads, head_dim)` into our Dense `(hidden, heads * head_dim)`.
+        """
+        value = self.get(layer, index)
+        if merge_heads and value.size == int(np.prod(variable.shape)):
+            value = value.reshape(tuple(variable.shape))
+        assign(variable, value, f"layers/{layer}/vars/{index}")
+
+    def assign(self, variable, value, layer, index):
+        """Assigns `value` (variable `index` of `layer`, transformed by the caller), checking shapes."""
+        assign(variable, value, f"layers/{layer}/vars/{index}")
+
+    def put_layer(self, layer_obj, layer, merge_heads=False):
+        """Assigns every variable of a Keras layer, in creation order (kernel/bias, gamma/beta)."""
+        for i, variable in enumerate(layer_obj.weights):
+            self.put(variable, layer, i, merge_heads)
+
+    def check_all_used(self):
+        """Raises if a stored variable was never read."""
+        left = sorted(self.keys() - self.used)
+        if left:
+            raise ConversionError(
+                f"The keras-hub weights in {self.directory} have {len(left)} variable(s) that "
+                f"the architecture has no place for, e.g. {left[:5]}. Its config.json probably "
+                "describes another architecture, or this keras-hub class has an option we do not support."
+            )
+
+
+def layer_name(base, index):
+    """Keras's saved name of the `index`-th top-level layer of class `base`.
+
+    Example:
+    >>> layer_name("transformer_decoder", 0), layer_name("transformer_decoder", 2)
+    ('transformer_decoder', 'transformer_decoder_2')
+    """
+    return base if index == 0 else f"{base}_{index}"
