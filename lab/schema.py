@@ -64,7 +64,7 @@ class OptimizerConfig:
     weight_decay: float = 0.01
     schedule: str = "constant"  # constant | linear | cosine
     warmup_ratio: float = 0.0
-    clipnorm: Optional[float] = 1.0
+    clipnorm: Optional[float] = 1.0  # global gradient-norm clipping; null = none
 
 
 @dataclass

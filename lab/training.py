@@ -7,6 +7,8 @@ import time
 import keras
 import numpy as np
 
+from tasks.task import NO_WEIGHT_DECAY
+
 
 def seed_everything(seed, deterministic=False):
     """Seeds Python, NumPy and the backend; optionally deterministic ops."""
@@ -49,12 +51,18 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 def build_optimizer(cfg, total_steps):
     """The optimizer of the `optimizer` config node over `total_steps` steps."""
     schedule = WarmupDecay(cfg.learning_rate, total_steps, int(cfg.warmup_ratio * total_steps), cfg.schedule)
-    common = {"learning_rate": schedule, "clipnorm": cfg.clipnorm}
-    if cfg.name == "adamw":
-        return keras.optimizers.AdamW(weight_decay=cfg.weight_decay, **common)
+    # Clip the global gradient norm (transformers' max_grad_norm), not each
+    # variable's gradient on its own (Keras's `clipnorm`).
+    common = {"learning_rate": schedule, "global_clipnorm": cfg.clipnorm}
     if cfg.name == "adam":
         return keras.optimizers.Adam(**common)
-    return keras.optimizers.SGD(momentum=0.9, weight_decay=cfg.weight_decay or None, **common)
+    if cfg.name == "adamw":
+        optimizer = keras.optimizers.AdamW(weight_decay=cfg.weight_decay, **common)
+    else:
+        optimizer = keras.optimizers.SGD(momentum=0.9, weight_decay=cfg.weight_decay or None, **common)
+    if cfg.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+    return optimizer
 
 
 class EpochBatches(keras.utils.PyDataset):

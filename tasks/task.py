@@ -274,11 +274,16 @@ def sequence_output(outputs):
     return outputs["sequence_output"] if isinstance(outputs, dict) else outputs
 
 
+# Variables never weight-decayed (matched by name): biases and the scales and
+# offsets of layer / RMS norms, as transformers' Trainer and nanoGPT do.
+NO_WEIGHT_DECAY = ("bias", "gamma", "beta", "scale")
+
+
 def default_optimizer(task):
     lora = getattr(task.backbone, "lora_spec", None) is not None
     optimizer = keras.optimizers.AdamW(learning_rate=2e-4 if lora else 5e-5, weight_decay=0.01,
                                        global_clipnorm=1.0)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     return optimizer
 
 
