@@ -119,6 +119,8 @@ def _is_keras_hub_file(path):
     """True if `path` is a keras-hub serialized tokenizer config, not a `tokenizers` file."""
     from backbones.keras_hub_preset import is_keras_hub_config
 
+    if path.stat().st_size > 1_000_000:  # a vocabulary: don't parse a large tokenizer.json twice
+        return False
     try:
         return is_keras_hub_config(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError):
