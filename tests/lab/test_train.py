@@ -112,7 +112,12 @@ def test_parallel_sweep_shares_one_store(tmp_path):
 
 def test_optuna_search(tmp_path):
     train(tmp_path, "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
+          f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", "hydra.sweeper.study_name=lr",
           "optimizer.learning_rate=tag(log, interval(1e-4, 1e-2))", *FAST, "trainer.checkpoint=false")
+    import optuna
+
+    study = optuna.load_study(study_name="lr", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # persisted, resumable
     children = [r for r in runs(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
     assert len(children) == 2
     rates = {float(r.data.params["optimizer.learning_rate"]) for r in children}
