@@ -53,3 +53,4 @@ def test_causal_lm_defaults_use_it_and_perplexity_is_exp_loss():
     assert isinstance(lm.loss, SparseCrossEntropy) and lm.jit_compile
     logs = lm.evaluate(["the movie was great", "the food"], verbose=0, return_dict=True)
     np.testing.assert_allclose(logs["perplexity"], np.exp(logs["loss"]), rtol=1e-5)
+
