@@ -213,11 +213,12 @@ def build_tokenizer(model):
         # Only U+0020 counts, as in SentencePiece (after the character map).
         steps += [normalizers.Replace(Regex(" {2,}"), " "), normalizers.Replace(Regex(r"\A | \z"), "")]
     if model.add_dummy_prefix:
-        # Prepends to the text (the normalizer never sees an empty one). Added tokens'
-        # own text goes through this normalizer too, so it must not prefix them.
+        # An empty text (or one the whitespace step emptied) gets no prefix, as in
+        # SentencePiece. Added tokens' own text goes through this normalizer too,
+        # so it must not prefix them.
         exact_user_piece = "|".join(re.escape(p) for p in user_defined)
         start = rf"\A(?!(?:{exact_user_piece})\z)" if user_defined else r"\A"
-        steps.append(normalizers.Replace(Regex(start), SPACE))
+        steps.append(normalizers.Replace(Regex(start), SPACE if model.escape_whitespaces else " "))
     if model.escape_whitespaces:
         steps.append(normalizers.Replace(" ", SPACE))
     tokenizer.normalizer = normalizers.Sequence(steps) if steps else None
