@@ -3,7 +3,9 @@
 Saved in a preset as `tokenizer.json` (the `tokenizers` format, readable by
 Hugging Face too) and `tokenizer_config.json` (`{"special_tokens": {role: token}}`).
 Reads a transformers tokenizer directory as well (`tokenizer.json` with
-`tokenizer_config.json` in transformers' format). Encoding is batched in Rust.
+`tokenizer_config.json` in transformers' format); SentencePiece model files
+(`tokenizer.model`, keras-hub's `vocabulary.spm`) are converted by
+`backbones.common.sentencepiece.tokenizer_from_spm`. Encoding is batched in Rust.
 """
 
 import json
