@@ -195,9 +195,10 @@ def keras_hub_tokenizer_from_bundled(family):
     return keras_hub.models.BertTokenizer(vocabulary=sorted(vocab, key=vocab.get), lowercase=True)
 
 
-def run_keras_hub_preset_test(hub_backbone, hub_tokenizer, inputs, texts, tmp_path, atol=1e-5):
+def run_keras_hub_preset_test(hub_backbone, hub_tokenizer, inputs, texts, tmp_path, atol=1e-5, class_name=None):
     """Saves a keras-hub backbone + tokenizer with keras-hub's `save_to_preset`, loads
-    the directory with our `Backbone.from_preset` and checks: same class name, outputs
+    the directory with our `Backbone.from_preset` and checks: same class name (or
+    `class_name`, e.g. keras-hub's Llama3Backbone loads as our LlamaBackbone), outputs
     within `atol` on real tokens, subclass call, `load_weights=False`, dtype override,
     token ids equal to keras-hub's on `texts` (`hub_tokenizer=None`: no tokenizer).
     Returns the preset directory."""
@@ -207,7 +208,7 @@ def run_keras_hub_preset_test(hub_backbone, hub_tokenizer, inputs, texts, tmp_pa
         hub_tokenizer.save_to_preset(directory)
     ours = backbones.Backbone.from_preset(directory)
     cls = type(ours)
-    assert cls.__name__ == type(hub_backbone).__name__
+    assert cls.__name__ == (class_name or type(hub_backbone).__name__)
     expected, got = hub_backbone(inputs), ours(inputs)
     real = np.asarray(inputs["padding_mask"]).astype(bool)
     assert np.abs(hidden(got)[real] - hidden(expected)[real]).max() < atol

@@ -1,4 +1,4 @@
-"""Converting a keras-hub Gemma (v1) preset (`keras_hub>GemmaBackbone`); weights and config only.
+"""Converting a keras-hub Gemma (v1) preset (`keras_hub>GemmaBackbone`).
 
 Layout facts (read from presets keras-hub saves): top-level layers
 `reversible_embedding` (tied), `gemma_decoder_block[_i]` (`pre_attention_norm`,
@@ -8,12 +8,13 @@ Layout facts (read from presets keras-hub saves): top-level layers
 (down)) and the final `rms_normalization`. keras-hub's `intermediate_dim` is
 twice the width of each gated projection (ours is that width). Gemma 2
 options (post norms, logit soft caps, sliding windows) are not supported. The
-tokenizer (SentencePiece) is left to a later converter: the backbone loads
-with `tokenizer=None`.
+tokenizer (`GemmaTokenizer`) is SentencePiece, `assets/tokenizer/vocabulary.spm`,
+with keras-hub's roles `<bos>`, `<eos>`, `<pad>`.
 """
 
+from backbones.common.sentencepiece import tokenizer_from_spm
 from backbones.errors import ConversionError
-from backbones.keras_hub_preset import layer_name
+from backbones.keras_hub_preset import layer_name, tokenizer_asset
 from backbones.registry import register_keras_hub_converter
 
 # Options that keras-hub's GemmaBackbone uses for Gemma 2 / 3; value of Gemma v1.
@@ -54,3 +55,9 @@ class GemmaKerasHubConverter:
             reader.put_layer(block.ffn_intermediate, f"{name}/gating_ffw_2")
             reader.put_layer(block.ffn_output, f"{name}/ffw_linear")
         reader.put_layer(backbone.layer_norm, "rms_normalization")
+
+    @staticmethod
+    def convert_tokenizer(directory):
+        """SentencePiece from `assets/tokenizer/vocabulary.spm`, with keras-hub's GemmaTokenizer roles."""
+        return tokenizer_from_spm(tokenizer_asset(directory, "vocabulary.spm"),
+                                  {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>"})

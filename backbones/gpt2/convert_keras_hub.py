@@ -45,17 +45,25 @@ class GPT2KerasHubConverter:
 
     @staticmethod
     def convert_tokenizer(directory):
-        """Byte-level BPE from `assets/tokenizer/{vocabulary.json, merges.txt}`.
+        """Byte-level BPE from `assets/tokenizer/{vocabulary.json, merges.txt}`."""
+        return Tokenizer(keras_hub_byte_level_bpe(directory, [END_OF_TEXT]),
+                         {"bos": END_OF_TEXT, "eos": END_OF_TEXT})
 
-        keras-hub's `unsplittable_tokens` (`<|endoftext|>`) stay whole in text.
-        """
-        from tokenizers import pre_tokenizers
 
-        _, config = tokenizer_config(directory)
-        bpe = byte_level_bpe(str(tokenizer_asset(directory, "vocabulary.json")),
-                             str(tokenizer_asset(directory, "merges.txt")))
-        if config.get("add_prefix_space"):
-            bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-        bpe.add_special_tokens([t for t in config.get("unsplittable_tokens") or [END_OF_TEXT]
-                                if bpe.token_to_id(t) is not None])
-        return Tokenizer(bpe, {"bos": END_OF_TEXT, "eos": END_OF_TEXT})
+def keras_hub_byte_level_bpe(directory, default_unsplittable):
+    """The `tokenizers.Tokenizer` of a keras-hub `BytePairTokenizer` preset (GPT-2, Llama 3).
+
+    Reads `assets/tokenizer/{vocabulary.json, merges.txt}` and tokenizer.json's
+    `add_prefix_space` and `unsplittable_tokens` (`default_unsplittable` if
+    absent), which stay whole in text, as in keras-hub.
+    """
+    from tokenizers import pre_tokenizers
+
+    _, config = tokenizer_config(directory)
+    bpe = byte_level_bpe(str(tokenizer_asset(directory, "vocabulary.json")),
+                         str(tokenizer_asset(directory, "merges.txt")))
+    if config.get("add_prefix_space"):
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    bpe.add_special_tokens([t for t in config.get("unsplittable_tokens") or default_unsplittable
+                            if bpe.token_to_id(t) is not None])
+    return bpe

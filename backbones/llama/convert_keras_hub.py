@@ -1,4 +1,4 @@
-"""Converting a keras-hub Llama preset (`keras_hub>LlamaBackbone`); weights and config only.
+"""Converting a keras-hub Llama preset (`keras_hub>LlamaBackbone`, Llama 3's `keras_hub>Llama3Backbone`).
 
 Layout facts (read from presets keras-hub saves): top-level layers
 `reversible_embedding` (`vars/0` the token embeddings; `vars/1`, present when
@@ -8,15 +8,35 @@ kernel), `llama_transformer_decoder[_i]` (`_self_attention_layernorm`,
 and no biases, `_feedforward_layernorm`, `_feedforward_{gate,intermediate,output}_dense`)
 and the final `llama_layer_norm`. keras-hub 0.32 does not save
 `tie_word_embeddings` in config.json: whether `vars/1` is stored decides it.
-The tokenizer (SentencePiece) is left to a later converter: the backbone loads
-with `tokenizer=None`.
+keras-hub's `Llama3Backbone` is a `LlamaBackbone` subclass with the same
+config and weights; it loads as our `LlamaBackbone`.
+
+Tokenizers, by tokenizer.json's class: `LlamaTokenizer` is SentencePiece
+(`assets/tokenizer/vocabulary.spm`); `Llama3Tokenizer` is byte-level BPE
+(`vocabulary.json` + `merges.txt`, `unsplittable_tokens` in its config),
+pre-split as GPT-2's (as keras-hub's BytePairTokenizer does, roughly: this is not
+Llama 3's own pattern, e.g. digit runs are not cut in threes). Known
+differences from keras-hub, measured: a run of spaces before a word
+(`"  hello"`) can come out `Ġ` + `Ġhello` here, `ĠĠ` + `hello` in keras-hub;
+SentencePiece control tokens written in the text (`"<s>"`) are that token
+here, characters in keras-hub (see `backbones/common/sentencepiece.py`). Special-token roles are keras-hub's: `<s>`/`</s>` (Llama 2) or
+`<|begin_of_text|>`/`<|end_of_text|>` (Llama 3) as bos/eos, and pad is id 0
+(keras-hub's `pad_token_id`) in both.
 """
 
-from backbones.errors import ConversionError
-from backbones.keras_hub_preset import layer_name
+from backbones.common.sentencepiece import tokenizer_from_spm
+from backbones.errors import ConversionError, PresetFormatError
+from backbones.gpt2.convert_keras_hub import keras_hub_byte_level_bpe
+from backbones.keras_hub_preset import layer_name, tokenizer_asset, tokenizer_config
 from backbones.registry import register_keras_hub_converter
+from backbones.tokenizer import Tokenizer
+
+# keras-hub Llama3Tokenizer's defaults (tokenizer.json does not store bos/eos).
+LLAMA3_BOS, LLAMA3_EOS = "<|begin_of_text|>", "<|end_of_text|>"
+LLAMA3_UNSPLITTABLE = [LLAMA3_BOS, LLAMA3_EOS, "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
 
 
+@register_keras_hub_converter("Llama3Backbone")
 @register_keras_hub_converter("LlamaBackbone")
 class LlamaKerasHubConverter:
     backbone_class = "LlamaBackbone"
@@ -65,3 +85,27 @@ class LlamaKerasHubConverter:
             reader.put_layer(block.ffn_intermediate, f"{name}/_feedforward_intermediate_dense")
             reader.put_layer(block.ffn_output, f"{name}/_feedforward_output_dense")
         reader.put_layer(backbone.layer_norm, "llama_layer_norm")
+
+    @staticmethod
+    def convert_tokenizer(directory):
+        """SentencePiece (`LlamaTokenizer`) or byte-level BPE (`Llama3Tokenizer`); see the module doc."""
+        class_name, config = tokenizer_config(directory)
+        if class_name == "LlamaTokenizer":
+            path = tokenizer_asset(directory, "vocabulary.spm")
+            tokenizer = tokenizer_from_spm(path)
+            return _with_pad_id_0(tokenizer, {"bos": "<s>", "eos": "</s>"}, path)
+        if class_name == "Llama3Tokenizer":
+            bpe = keras_hub_byte_level_bpe(directory, LLAMA3_UNSPLITTABLE)
+            roles = {"bos": config.get("bos_token", LLAMA3_BOS), "eos": config.get("eos_token", LLAMA3_EOS)}
+            return _with_pad_id_0(Tokenizer(bpe), roles, tokenizer_asset(directory, "vocabulary.json"))
+        raise PresetFormatError(
+            f"{directory}/tokenizer.json is a keras-hub {class_name!r}; a Llama preset's tokenizer "
+            "converts from LlamaTokenizer or Llama3Tokenizer only.")
+
+
+def _with_pad_id_0(tokenizer, roles, path):
+    """`tokenizer` with `roles` and pad = the token of id 0, as keras-hub's Llama tokenizers."""
+    pad = tokenizer.tokenizer.id_to_token(0)
+    if pad is None:
+        raise PresetFormatError(f"{path} has no token of id 0 (keras-hub's Llama pad id).")
+    return Tokenizer(tokenizer.tokenizer, {**tokenizer.special_tokens, **roles, "pad": pad})
