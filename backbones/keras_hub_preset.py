@@ -228,6 +228,13 @@ class KerasHubWeights(contextlib.AbstractContextManager):
         for i, variable in enumerate(layer_obj.weights):
             self.put(variable, layer, i, merge_heads)
 
+    def put_attention(self, attention, path, prefix=""):
+        """Assigns query, key, value and output projections of our `attention`
+        from keras-hub's per-head `<path>/<prefix>{query,key,value,output}_dense`."""
+        for ours, theirs in ((attention.query, "query"), (attention.key, "key"),
+                             (attention.value, "value"), (attention.attention_output, "output")):
+            self.put_layer(ours, f"{path}/{prefix}{theirs}_dense", merge_heads=True)
+
     def check_all_used(self):
         """Raises if a stored variable was never read."""
         left = sorted(self.keys() - self.used)

@@ -39,9 +39,7 @@ class BertKerasHubConverter:
         reader.put_layer(backbone.embeddings_norm, "layer_normalization")
         for i, block in enumerate(backbone.transformer_layers):
             name, attn = layer_name("transformer_encoder", i), block.self_attention
-            for ours, theirs in ((attn.query, "query_dense"), (attn.key, "key_dense"),
-                                 (attn.value, "value_dense"), (attn.attention_output, "output_dense")):
-                reader.put_layer(ours, f"{name}/_self_attention_layer/{theirs}", merge_heads=True)
+            reader.put_attention(attn, f"{name}/_self_attention_layer")
             reader.put_layer(block.attention_norm, f"{name}/_self_attention_layer_norm")
             reader.put_layer(block.ffn_intermediate, f"{name}/_feedforward_intermediate_dense")
             reader.put_layer(block.ffn_output, f"{name}/_feedforward_output_dense")

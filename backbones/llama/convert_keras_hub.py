@@ -77,9 +77,7 @@ class LlamaKerasHubConverter:
         for i, block in enumerate(backbone.transformer_layers):
             name, attn = layer_name("llama_transformer_decoder", i), block.self_attention
             reader.put_layer(block.attention_norm, f"{name}/_self_attention_layernorm")
-            for ours, theirs in ((attn.query, "_query_dense"), (attn.key, "_key_dense"),
-                                 (attn.value, "_value_dense"), (attn.attention_output, "_output_dense")):
-                reader.put_layer(ours, f"{name}/_self_attention_layer/{theirs}", merge_heads=True)
+            reader.put_attention(attn, f"{name}/_self_attention_layer", prefix="_")
             reader.put_layer(block.ffn_norm, f"{name}/_feedforward_layernorm")
             reader.put_layer(block.ffn_gate, f"{name}/_feedforward_gate_dense")
             reader.put_layer(block.ffn_intermediate, f"{name}/_feedforward_intermediate_dense")
