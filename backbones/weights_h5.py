@@ -11,7 +11,7 @@ layer visited). Here:
 
 - the large weights (those built with `normal_initializer`: kernels and
   embeddings, >99.9% of the bytes) are created from their stored arrays while
-  the model is built. Each is read once into a 64-byte aligned buffer, handed
+  the model is built. Each is read once into a page-aligned buffer, handed
   to `keras.ops.convert_to_tensor` through `__array__` so TensorFlow wraps it
   instead of copying it, and the new variable adopts that buffer: one pass
   over the bytes instead of four;
@@ -57,14 +57,21 @@ except ImportError:  # pragma: no cover - then every weight is built with zeros 
     current_path = None
 
 
-def _aligned_empty(shape, dtype, align=64):
-    """`np.empty` aligned to 64 bytes, TensorFlow's alignment for wrapping a buffer in place."""
+def _aligned_empty(shape, dtype):
+    """An uninitialised array in its own anonymous memory map: page-aligned,
+    so TensorFlow can wrap it in place (it needs 64 bytes). Not `np.empty`:
+    numpy asks for transparent huge pages on large arrays, and with the
+    kernel's usual `defrag=madvise` the page faults then wait for memory
+    compaction: reading the 110M preset took 0.24-0.88 s that way against a
+    steady 0.32 s here (warm from_preset 0.89 s -> 0.58 s, medians, quiet machine)."""
+    import mmap
+
     import numpy as np
 
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + align, np.uint8)
-    start = -raw.ctypes.data % align
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    if not nbytes:
+        return np.empty(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
 
 
 class _ArrayView:
