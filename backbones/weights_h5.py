@@ -184,7 +184,7 @@ class StoredWeights(contextlib.AbstractContextManager):
             # when it is not 64-byte aligned); any other object exposing
             # `__array__` it wraps in place. The array is ours and dropped
             # here, so the variable adopts the buffer the file was read into:
-            # one pass over the bytes instead of three.
+            # one pass over the bytes (the read) instead of four.
             value = _ArrayView(value)
         return keras.ops.convert_to_tensor(value, dtype=dtype)
 
