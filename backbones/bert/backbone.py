@@ -2,7 +2,7 @@
 
 import keras
 
-from backbones.backbone import Backbone
+from backbones.backbone import Backbone, normal_initializer
 from backbones.bert.layers import BertBlock
 from backbones.gpt2.layers import PositionEmbedding  # the same learned absolute positions
 
@@ -51,7 +51,7 @@ class BertBackbone(Backbone):
         # === Layers ===
         policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
         embedding = lambda count, name: keras.layers.Embedding(  # noqa: E731
-            count, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            count, hidden_dim, embeddings_initializer=normal_initializer(0.02),
             dtype=policy, name=name)
         self.token_embedding = embedding(vocabulary_size, "token_embedding")
         self.position_embedding = PositionEmbedding(
@@ -67,7 +67,7 @@ class BertBackbone(Backbone):
             for i in range(num_layers)
         ]
         self.pooled_dense = keras.layers.Dense(
-            hidden_dim, activation="tanh", kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            hidden_dim, activation="tanh", kernel_initializer=normal_initializer(0.02),
             dtype=policy, name="pooled_dense")
 
         # === Functional model ===

@@ -5,11 +5,13 @@ import math
 import keras
 from keras import ops
 
+from backbones.backbone import normal_initializer
+
 
 def _dense(units, name, dtype, activation=None):
     # BERT initialises every projection with N(0, 0.02) (initializer_range).
     return keras.layers.Dense(units, activation=activation, name=name, dtype=dtype,
-                              kernel_initializer=keras.initializers.RandomNormal(stddev=0.02))
+                              kernel_initializer=normal_initializer(0.02))
 
 
 class BertSelfAttention(keras.layers.Layer):

@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from backbones.backbone import Backbone
+from backbones.backbone import Backbone, normal_initializer
 from backbones.common.attention import DecoderMask
 from backbones.common.decoder import (LORA_TARGET_LAYERS, GatedDecoderBlock, decode_with_cache,
                                       init_decoder_cache)
@@ -56,7 +56,7 @@ class GemmaBackbone(Backbone):
         # === Layers ===
         policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
         self.token_embedding = keras.layers.Embedding(
-            vocabulary_size, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            vocabulary_size, hidden_dim, embeddings_initializer=normal_initializer(0.02),
             dtype=policy, name="token_embedding")
         # Rescaling casts the scale to the compute dtype before the product, as
         # the reference does (sqrt(3072) becomes 55.5 in bfloat16).

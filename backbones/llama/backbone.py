@@ -2,7 +2,7 @@
 
 import keras
 
-from backbones.backbone import Backbone
+from backbones.backbone import Backbone, normal_initializer
 from backbones.common.attention import DecoderMask
 from backbones.common.decoder import (LORA_TARGET_LAYERS, GatedDecoderBlock, decode_with_cache,
                                       init_decoder_cache)
@@ -70,7 +70,7 @@ class LlamaBackbone(Backbone):
         # === Layers ===
         policy = keras.dtype_policies.get(dtype or keras.config.dtype_policy())
         head_dim = head_dim or hidden_dim // num_query_heads
-        init = keras.initializers.RandomNormal(stddev=0.02)
+        init = normal_initializer(0.02)
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size, hidden_dim, embeddings_initializer=init, dtype=policy, name="token_embedding")
         self.rotary_embedding = RotaryEmbedding(

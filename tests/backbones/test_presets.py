@@ -59,6 +59,69 @@ def test_weights_built_as_zeros_are_all_loaded(tiny_dir):
                (fresh.token_embedding.embeddings, fresh.transformer_layers[0].self_attention.query.kernel))
 
 
+TINY_PRESETS = ["gpt2_tiny_en", "llama_tiny_en", "gemma_tiny_en", "bert_tiny_random_en"]
+
+
+@pytest.mark.parametrize("name", TINY_PRESETS)
+@pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_loader_matches_keras_load_weights(name, sharded, dtype, tmp_path, monkeypatch):
+    """Our loader (large weights created from their stored arrays, the rest
+    assigned) gives bit for bit what Keras's own `load_weights` gives, for
+    every family, single and sharded files, and a bfloat16 override of a
+    float32 preset; the large weights really are created from the file."""
+    import keras
+
+    from backbones import weights_h5
+
+    path = tmp_path / "p"
+    Backbone.from_preset(name).save_to_preset(path, max_shard_size=0.0002 if sharded else 5.0)
+    assert (path / "model.weights.json").exists() == sharded
+    served = []
+    load_into = weights_h5.StoredWeights.load_into
+    monkeypatch.setattr(weights_h5.StoredWeights, "load_into", lambda self, model: (
+        served.extend(k for k, n in self._requests.items() if n == 1), load_into(self, model))[1])
+    ours = Backbone.from_preset(path, dtype=dtype)
+    assert "token_embedding/0" in served
+    reference = Backbone.from_preset(path, load_weights=False, dtype=dtype)
+    assert np.abs(keras.ops.convert_to_numpy(reference.token_embedding.embeddings)).max() > 0  # random again
+    reference.load_weights(preset_io.weights_path(path))
+    assert [w.path for w in ours.weights] == [w.path for w in reference.weights]
+    for got, expected in zip(ours.weights, reference.weights):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected))
+    inputs = {**X, "segment_ids": np.zeros_like(X["token_ids"])} if ours.is_encoder else X
+    for got, expected in zip(keras.tree.flatten(ours(inputs)), keras.tree.flatten(reference(inputs))):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected))
+
+
+@pytest.mark.parametrize("case", ["missing", "extra", "shape"])
+def test_weights_file_not_matching_model_names_variable_and_file(tiny_dir, tmp_path, case):
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "p"
+    shutil.copytree(tiny_dir, path)
+    (path / "metadata.json").unlink()  # no checksum: the mismatch itself is what is tested
+    with h5py.File(path / "model.weights.h5", "a") as f:
+        group = f["layers/gpt2_block/self_attention/query/vars"]
+        if case == "missing":
+            del group["1"]
+        elif case == "extra":
+            group["2"] = np.zeros(3, "float32")
+        else:
+            del group["0"]
+            group["0"] = np.zeros((5, 5), "float32")
+    expected = {
+        "missing": r"transformer_layer_0/self_attention/query/bias .*not in the file",
+        "extra": r"layers/gpt2_block/self_attention/query/vars/2 in model.weights.h5 matches no weight",
+        "shape": r"transformer_layer_0/self_attention/query/kernel has shape .* model.weights.h5 has shape \(5, 5\)",
+    }[case]
+    with pytest.raises(PresetFormatError, match=expected):
+        Backbone.from_preset(path)
+
+
 def test_kwargs_override_config(tiny_dir):
     model = Backbone.from_preset(tiny_dir, dtype="mixed_bfloat16", trainable=False, name="mine")
     assert (model.dtype_policy.name, model.trainable, model.name) == ("mixed_bfloat16", False, "mine")
