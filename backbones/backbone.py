@@ -29,6 +29,7 @@ def weights_to_be_loaded(stored=None):
         _WEIGHTS_TO_BE_LOADED.reset(token)
 
 
+@keras.saving.register_keras_serializable(package="backbone_lab")
 class _StoredOrZeros(keras.initializers.Initializer):
     """The stored value of the weight being built, or zeros (see `weights_to_be_loaded`)."""
 
@@ -38,6 +39,15 @@ class _StoredOrZeros(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         value = self.stored.initial_value(shape, dtype)
         return keras.initializers.Zeros()(shape, dtype) if value is None else value
+
+    # A loaded layer keeps this initializer: if its config is ever serialized,
+    # it round-trips as plain zeros (the stored arrays are long gone).
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return keras.initializers.Zeros()
 
 
 def normal_initializer(stddev=0.02):

@@ -278,3 +278,13 @@ def test_pickled_checkpoint_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(PresetFormatError, match="never loaded"):
         Backbone.from_preset(tmp_path)
+
+
+def test_loaded_layers_serialize(tmp_path):
+    """Layers built from stored arrays keep a serializable initializer (zeros once the arrays are gone)."""
+    import keras
+
+    model = Backbone.from_preset("gpt2_tiny_en")
+    layer = model.transformer_layers[0].ffn_intermediate
+    clone = keras.layers.deserialize(json.loads(json.dumps(keras.layers.serialize(layer))))
+    assert type(clone.kernel_initializer).__name__ == "Zeros"
