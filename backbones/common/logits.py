@@ -19,6 +19,10 @@ class TiedEmbeddingLogits(keras.layers.Layer):
         self._convert_input_args = False  # keep each dtype; the cast below is explicit
         self.built = True
 
+    def compute_output_spec(self, hidden_states, embeddings):
+        # Declared, not traced: JAX cannot trace a Keras Variable passed as an argument.
+        return keras.KerasTensor(tuple(hidden_states.shape[:-1]) + (embeddings.shape[0],), hidden_states.dtype)
+
     def call(self, hidden_states, embeddings):
         # A matmul, not einsum("...h,vh->...v"): TensorFlow's gradient of an einsum
         # with an ellipsis on one operand only materialises a (..., vocabulary, hidden)
@@ -41,4 +45,5 @@ def tied_logits(hidden_states, embedding):
     """
     if not isinstance(hidden_states, keras.KerasTensor):
         hidden_states = ops.convert_to_tensor(hidden_states)  # the layer takes tensors only
-    return _TIED_LOGITS(hidden_states, embedding.embeddings)
+    # The variable goes as a keyword: Keras accepts only tensors positionally (JAX, torch).
+    return _TIED_LOGITS(hidden_states, embeddings=embedding.embeddings)
