@@ -26,6 +26,7 @@ import numpy as np
 from backbones import preset_io, registry
 from backbones.errors import ConversionError, PresetFormatError
 from backbones.hf_checkpoint import assign
+from backbones.weights_h5 import read_array, weight_files
 
 PREFIX = "keras_hub>"
 
@@ -157,23 +158,11 @@ class KerasHubWeights(contextlib.AbstractContextManager):
         import h5py
 
         self.directory = Path(directory)
-        path = preset_io.weights_path(self.directory)
-        if path.suffix == ".json":
-            weight_map = preset_io.read_json(path, what="keras-hub preset").get("weight_map", {})
-            shards = sorted({f for v in weight_map.values() for f in ([v] if isinstance(v, str) else v)})
-        else:
-            shards = [path.name]
         self._files, self._datasets, self.used = [], {}, set()
-        for shard in shards:
-            shard_path = self.directory / shard
-            if not shard_path.is_file():
-                raise PresetFormatError(
-                    f"{shard_path} is listed in {path.name} but missing: the preset is "
-                    "incomplete. Download or save it again."
-                )
+        for shard_path in weight_files(preset_io.weights_path(self.directory)):
             f = h5py.File(shard_path, "r")
             self._files.append(f)
-            f.visititems(lambda name, obj, shard=shard: self._add(name, obj, shard, h5py))
+            f.visititems(lambda name, obj, shard=shard_path.name: self._add(name, obj, shard, h5py))
 
     def _add(self, name, obj, shard, h5py):
         if isinstance(obj, h5py.Dataset):
@@ -202,11 +191,7 @@ class KerasHubWeights(contextlib.AbstractContextManager):
             )
         _, dataset = self._datasets[key]
         self.used.add(key)
-        if dataset.attrs.get("dtype") == "bfloat16":
-            import ml_dtypes
-
-            return np.array(dataset, dtype=ml_dtypes.bfloat16)
-        return np.array(dataset)
+        return read_array(dataset)
 
     def put(self, variable, layer, index, merge_heads=False):
         """Assigns variable `index` of `layer` to `variable`, checking shapes.

@@ -34,13 +34,13 @@ layer's own variables (Keras's save order, which `model.weights` follows).
 """
 
 import contextlib
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import keras
 
 from backbones.errors import PresetFormatError
+from backbones.preset_io import read_json
 
 try:  # Keras's own guards against external links, virtual datasets and size bombs.
     from keras.src.saving.saving_lib import safe_get_h5_dataset
@@ -74,6 +74,41 @@ def _aligned_empty(shape, dtype):
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
 
 
+def weight_files(weights_path):
+    """The h5 files of a Keras 3 weights path: `model.weights.h5` itself, or
+    the shards listed in a sharded `model.weights.json`; a listed shard that
+    is missing is a `PresetFormatError` naming it."""
+    path = Path(weights_path)
+    if path.suffix != ".json":
+        return [path]
+    weight_map = read_json(path).get("weight_map", {})
+    names = sorted({n for v in weight_map.values() for n in ([v] if isinstance(v, str) else v)})
+    for name in names:
+        if not (path.parent / name).is_file():
+            raise PresetFormatError(
+                f"{path.parent / name} is listed in {path.name} but missing: the preset is "
+                "incomplete. Download or save it again."
+            )
+    return [path.parent / n for n in names]
+
+
+def read_array(dataset):
+    """A stored variable as a NumPy array: Keras's h5 safety checks, one read
+    into a page-aligned buffer, bfloat16 (stored by Keras as 2-byte opaque) restored."""
+    import h5py
+    import ml_dtypes
+
+    # Checked from its own group: from the file root, Keras's check walks
+    # every group again (~1 ms per weight).
+    dataset = safe_get_h5_dataset(dataset.parent, dataset.name.rpartition("/")[2])
+    value = _aligned_empty(dataset.shape, dataset.dtype)
+    if value.size:
+        dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
+    if dataset.attrs.get("dtype") == "bfloat16":
+        value = value.view(ml_dtypes.bfloat16)
+    return value
+
+
 class _ArrayView:
     """An array seen through `__array__` only (see `StoredWeights.initial_value`)."""
 
@@ -99,12 +134,7 @@ class StoredWeights(contextlib.AbstractContextManager):
         import h5py
 
         self.path = Path(weights_path)
-        if self.path.suffix == ".json":
-            index = json.loads(self.path.read_text())
-            names = {n for v in index["weight_map"].values() for n in ([v] if isinstance(v, str) else v)}
-            files = [self.path.parent / n for n in sorted(names)]
-        else:
-            files = [self.path]
+        files = weight_files(self.path)
         self._files = {}
         layer_names, found = {}, {}
         try:
@@ -150,19 +180,7 @@ class StoredWeights(contextlib.AbstractContextManager):
 
     def array(self, key):
         """The stored numpy array of `key` (bfloat16 stored as Keras does)."""
-        import h5py
-        import ml_dtypes
-
-        dataset = self._datasets[key]
-        # Checked from its own group: from the file root, Keras's check walks
-        # every group again (~1 ms per weight).
-        dataset = safe_get_h5_dataset(dataset.parent, self.datasets[key][1].rpartition("/")[2])
-        value = _aligned_empty(dataset.shape, dataset.dtype)
-        if value.size:
-            dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
-        if dataset.attrs.get("dtype") == "bfloat16":  # Keras stores bfloat16 as 2-byte opaque
-            value = value.view(ml_dtypes.bfloat16)
-        return value
+        return read_array(self._datasets[key])
 
     def initial_value(self, shape, dtype):
         """The stored value of the variable being created, or None.
