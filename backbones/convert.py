@@ -33,14 +33,28 @@ def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
         reader = HFCheckpoint(directory)
         converter.convert_weights(backbone, reader, hf_config)
         reader.check_all_used(ignore=getattr(converter, "ignored_tensors", ()))
+    backbone.tokenizer = checkpoint_tokenizer(converter, directory)
+    return backbone
+
+
+def checkpoint_tokenizer(converter, directory):
+    """The tokenizer of a transformers checkpoint directory, or None.
+
+    `tokenizer.json` when present; else the family converter's own files
+    (`convert_tokenizer`: GPT-2's vocab.json + merges.txt, BERT's vocab.txt);
+    else a SentencePiece `tokenizer.model` (Llama 2, Mistral, Gemma, any family).
+    """
+    from backbones.common.sentencepiece import convert_spm_tokenizer
+
     tokenizer = Tokenizer.from_directory(directory)
     if tokenizer is None and hasattr(converter, "convert_tokenizer"):
         tokenizer = converter.convert_tokenizer(directory)
+    if tokenizer is None:
+        tokenizer = convert_spm_tokenizer(directory)
     if tokenizer is not None:
         # Roles that the transformers tokenizer class implies by default, which
         # many tokenizer_config.json files omit (BERT's [CLS], [SEP], ...).
         for role, token in getattr(converter, "default_special_tokens", {}).items():
             if role not in tokenizer.special_tokens and tokenizer.token_to_id(token) is not None:
                 tokenizer.special_tokens[role] = token
-    backbone.tokenizer = tokenizer
-    return backbone
+    return tokenizer

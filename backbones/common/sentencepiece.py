@@ -320,8 +320,8 @@ def convert_spm_tokenizer(directory):
     """The tokenizer of a transformers checkpoint directory from its `tokenizer.model`,
     or None if it has none. Roles: the trainer spec's, then tokenizer_config.json's.
 
-    For converters (`convert_tokenizer`) of families that ship SentencePiece
-    models (Llama 2, Mistral, Gemma), used when there is no tokenizer.json.
+    Used by checkpoint conversion (`backbones.convert.checkpoint_tokenizer`)
+    when there is no tokenizer.json (Llama 2, Mistral, Gemma).
     """
     import json
 

@@ -6,7 +6,6 @@ stored, and its output embedding is always tied.
 """
 
 from backbones.common.convert_hf import check_tied_head, checkpoint_prefix, convert_decoder_weights, rope_kwargs
-from backbones.common.sentencepiece import convert_spm_tokenizer
 from backbones.errors import ConversionError
 from backbones.registry import register_converter
 
@@ -44,11 +43,6 @@ class GemmaConverter:
             "max_sequence_length": hf.get("max_position_embeddings", 8192),
             "dropout": hf.get("attention_dropout", 0.0),
         }
-
-    @staticmethod
-    def convert_tokenizer(directory):
-        """From `tokenizer.model` when there is no tokenizer.json."""
-        return convert_spm_tokenizer(directory)
 
     @staticmethod
     def convert_weights(backbone, reader, hf):

@@ -9,7 +9,6 @@ when the embeddings are untied.
 import warnings
 
 from backbones.common.convert_hf import check_tied_head, checkpoint_prefix, convert_decoder_weights, rope_kwargs
-from backbones.common.sentencepiece import convert_spm_tokenizer
 from backbones.errors import ConversionError
 from backbones.hf_checkpoint import assign
 from backbones.registry import register_converter
@@ -53,11 +52,6 @@ class LlamaConverter:
     def variant_kwargs(hf):
         bias = bool(hf.get("attention_bias", False))
         return {"attention_bias": bias, "attention_output_bias": bias}
-
-    @staticmethod
-    def convert_tokenizer(directory):
-        """From `tokenizer.model` (Llama 2, Mistral) when there is no tokenizer.json."""
-        return convert_spm_tokenizer(directory)
 
     @staticmethod
     def convert_weights(backbone, reader, hf):

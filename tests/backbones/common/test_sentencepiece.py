@@ -123,12 +123,14 @@ def test_matches_transformers(name, tmp_path, monkeypatch):
     assert ours(TEXTS) == [reference(t, add_special_tokens=False).input_ids for t in TEXTS]
 
 
-def test_gemma_and_mistral_converters_read_tokenizer_model(tmp_path):
+def test_gemma_and_mistral_checkpoints_read_tokenizer_model(tmp_path):
+    from backbones.convert import checkpoint_tokenizer
     from backbones.registry import HF_CONVERTERS
 
     (tmp_path / "tokenizer.model").write_bytes(train(**MODELS["bpe_gemma"]))
-    gemma = HF_CONVERTERS["gemma"].convert_tokenizer(tmp_path)
+    gemma = checkpoint_tokenizer(HF_CONVERTERS["gemma"], tmp_path)
     assert gemma.special_tokens == {"pad": "<pad>", "eos": "</s>", "bos": "<s>", "unk": "<unk>"}
     assert [gemma.special_token_id(r) for r in ("pad", "eos", "bos", "unk")] == [0, 1, 2, 3]
-    assert HF_CONVERTERS["mistral"].convert_tokenizer(tmp_path)(TEXTS) == gemma(TEXTS)
-    assert HF_CONVERTERS["gemma"].convert_tokenizer(tmp_path / "missing") is None
+    assert checkpoint_tokenizer(HF_CONVERTERS["mistral"], tmp_path)(TEXTS) == gemma(TEXTS)
+    (tmp_path / "missing").mkdir()
+    assert checkpoint_tokenizer(HF_CONVERTERS["gemma"], tmp_path / "missing") is None
