@@ -74,7 +74,6 @@ def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
     (a user's dtype wins).
     """
     from backbones.backbone import check_subclass, weights_to_be_loaded
-    from backbones.tokenizer import Tokenizer
 
     converter = converter_for(config.get("class_name"), directory)
     target = registry.BACKBONE_CLASSES[converter.backbone_class]
@@ -94,20 +93,24 @@ def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
             reader.check_all_used()
         else:
             backbone = target(**init)
-    backbone.tokenizer = Tokenizer.from_directory(directory)
+    backbone.tokenizer = _converted_tokenizer(converter, Path(directory))
     return backbone
 
 
 def convert_tokenizer(directory):
     """Our `Tokenizer` from a keras-hub preset's tokenizer, or None.
 
-    None when the family's converter has no `convert_tokenizer` yet (it is
-    then loaded without a tokenizer). Used by `Tokenizer.from_directory`.
+    None when the preset has no tokenizer.json or the family's converter has
+    no `convert_tokenizer` yet (it is then loaded without a tokenizer). Used
+    by `Tokenizer.from_directory`.
     """
     directory = Path(directory)
     config = preset_io.read_json(directory / preset_io.CONFIG_FILE)
-    converter = converter_for(config.get("class_name"), directory)
-    if not hasattr(converter, "convert_tokenizer"):
+    return _converted_tokenizer(converter_for(config.get("class_name"), directory), directory)
+
+
+def _converted_tokenizer(converter, directory):
+    if not (directory / "tokenizer.json").exists() or not hasattr(converter, "convert_tokenizer"):
         return None
     return converter.convert_tokenizer(directory)
 
