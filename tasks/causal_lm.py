@@ -1,20 +1,14 @@
 """`CausalLM`: next-token prediction with a tied LM head, and text generation."""
 
-import functools
 
 import keras
 import numpy as np
 from keras import ops
 
+from backbones.common.logits import tied_logits
 from tasks import data, generation, losses, samplers
 from tasks.errors import TaskConfigError, TaskInputError
 from tasks.task import Task, build_preprocessor, sequence_output, task_inputs
-
-
-def tied_logits(token_embedding, hidden):
-    """hidden @ embeddings^T: the LM head tied to the token embedding."""
-    embeddings = ops.cast(token_embedding.embeddings, hidden.dtype)
-    return ops.matmul(hidden, ops.transpose(embeddings))
 
 
 class LMHead(keras.layers.Layer):
@@ -25,7 +19,7 @@ class LMHead(keras.layers.Layer):
     def __init__(self, backbone, **kwargs):
         super().__init__(**kwargs)
         compute = getattr(backbone, "compute_logits", None)
-        self._compute = compute or functools.partial(tied_logits, backbone.token_embedding)
+        self._compute = compute or (lambda hidden: tied_logits(hidden, backbone.token_embedding))
         self._vocabulary_size = backbone.token_embedding.input_dim
 
     def call(self, hidden):
