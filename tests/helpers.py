@@ -164,9 +164,14 @@ def make_kaggle_cache(cache_dir, handle, files_dir, monkeypatch):
     Cache().mark_as_complete(parsed)
 
 
-def check_tiny_preset_rebuilds(family, name, tmp_path):
+ROUND_TRIP_TEXTS = ["The movie was great!", "  spaces  and\nnewlines", "naïve café 🙂"]
+
+
+def check_tiny_preset_rebuilds(family, name, tmp_path, special_token_ids=None):
     """`scripts/make_tiny_presets.py --family FAMILY` rebuilds the bundled preset
-    `name` bit for bit (weights and tokenizer.json); returns the bundled backbone."""
+    `name` bit for bit (weights and tokenizer.json); returns the bundled backbone.
+    With `special_token_ids` (role -> id), also checks those ids and that the
+    tokenizer decodes its encoding of a few texts back to the texts exactly."""
     import subprocess
     import sys
 
@@ -179,6 +184,10 @@ def check_tiny_preset_rebuilds(family, name, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert (Path(tmp_path) / name / "tokenizer.json").read_text() == \
         (backbones.handles.resolve_preset(name) / "tokenizer.json").read_text()
+    if special_token_ids is not None:
+        tokenizer = bundled.tokenizer
+        assert {role: tokenizer.special_token_id(role) for role in special_token_ids} == special_token_ids
+        assert tokenizer.detokenize(tokenizer(ROUND_TRIP_TEXTS)) == ROUND_TRIP_TEXTS
     return bundled
 
 

@@ -102,11 +102,7 @@ def test_converter_errors(tmp_path):
 
 def test_tiny_preset_is_reproducible(tmp_path):
     """scripts/make_tiny_presets.py rebuilds the bundled preset bit for bit."""
-    bundled = check_tiny_preset_rebuilds("gemma", "gemma_tiny_en", tmp_path)
-    tokenizer = bundled.tokenizer
-    assert [tokenizer.special_token_id(r) for r in ("pad", "eos", "bos", "unk")] == [0, 1, 2, 3]
-    texts = ["The movie was great!", "  spaces  and\nnewlines", "naïve café 🙂"]
-    assert tokenizer.detokenize(tokenizer(texts)) == texts
+    check_tiny_preset_rebuilds("gemma", "gemma_tiny_en", tmp_path, special_token_ids={"pad": 0, "eos": 1, "bos": 2, "unk": 3})
 
 
 def test_builtin_presets_listed():

@@ -125,11 +125,7 @@ def test_converter_errors(tmp_path):
 
 def test_tiny_preset_is_reproducible(tmp_path):
     """scripts/make_tiny_presets.py rebuilds the bundled preset bit for bit."""
-    bundled = check_tiny_preset_rebuilds("llama", "llama_tiny_en", tmp_path)
-    tokenizer = bundled.tokenizer
-    assert [tokenizer.special_token_id(r) for r in ("unk", "bos", "eos", "pad")] == [0, 1, 2, 3]
-    texts = ["The movie was great!", "  spaces  and\nnewlines", "naïve café 🙂"]
-    assert tokenizer.detokenize(tokenizer(texts)) == texts
+    check_tiny_preset_rebuilds("llama", "llama_tiny_en", tmp_path, special_token_ids={"unk": 0, "bos": 1, "eos": 2, "pad": 3})
 
 
 def test_builtin_presets_listed():
