@@ -164,6 +164,32 @@ def make_kaggle_cache(cache_dir, handle, files_dir, monkeypatch):
     Cache().mark_as_complete(parsed)
 
 
+def check_converter_errors(hf_model, tmp_path, config_changes, dropped_tensor):
+    """A saved transformers checkpoint converts with a clear `ConversionError`
+    for each broken variant: `config_changes` is a list of (config.json keys
+    to change, message pattern); `dropped_tensor` is (tensor name, pattern)."""
+    import pytest
+    from safetensors.numpy import load_file, save_file
+
+    from backbones.errors import ConversionError
+
+    directory = Path(tmp_path) / "ckpt"
+    hf_model.save_pretrained(directory)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    config = json.loads(config_path.read_text())
+    for change, match in config_changes:
+        config_path.write_text(json.dumps({**config, **change}))
+        with pytest.raises(ConversionError, match=match):
+            backbones.Backbone.from_preset(directory)
+    config_path.write_text(json.dumps(config))
+    name, match = dropped_tensor
+    tensors = load_file(weights_path)
+    del tensors[name]
+    save_file(tensors, weights_path)
+    with pytest.raises(ConversionError, match=match):
+        backbones.Backbone.from_preset(directory)
+
+
 ROUND_TRIP_TEXTS = ["The movie was great!", "  spaces  and\nnewlines", "naïve café 🙂"]
 
 

@@ -1,13 +1,9 @@
-import json
-
 import numpy as np
-import pytest
 
 import backbones
-from backbones.errors import ConversionError
 from backbones.gemma import GemmaBackbone
 from tests.backbones.common.decoder_checks import IDS, MASK, perturb, run_cache_test, run_causal_lm_parity_test
-from tests.helpers import check_tiny_preset_rebuilds, hidden, run_backbone_test, run_hf_parity_test
+from tests.helpers import check_converter_errors, check_tiny_preset_rebuilds, hidden, run_backbone_test, run_hf_parity_test
 
 SMALL = dict(vocabulary_size=100, num_layers=2, num_query_heads=4, num_key_value_heads=1, hidden_dim=16,
              intermediate_dim=32, head_dim=8)
@@ -81,23 +77,10 @@ def test_sharded_checkpoint_loads_identically(tmp_path):
 
 
 def test_converter_errors(tmp_path):
-    from safetensors.numpy import load_file, save_file
-
-    hf_causal_lm(hf_config()).save_pretrained(tmp_path / "ckpt")
-    config_path, weights_path = tmp_path / "ckpt" / "config.json", tmp_path / "ckpt" / "model.safetensors"
-    config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({**config, "hidden_act": "silu"}))
-    with pytest.raises(ConversionError, match="hidden_act='silu'"):
-        backbones.Backbone.from_preset(tmp_path / "ckpt")
-    config_path.write_text(json.dumps({**config, "num_hidden_layers": 2}))  # layers.2.* left over
-    with pytest.raises(ConversionError, match="unexpected tensor"):
-        backbones.Backbone.from_preset(tmp_path / "ckpt")
-    config_path.write_text(json.dumps(config))
-    tensors = load_file(weights_path)
-    del tensors["model.layers.1.self_attn.k_proj.weight"]
-    save_file(tensors, weights_path)
-    with pytest.raises(ConversionError, match="k_proj.weight' is missing"):
-        backbones.Backbone.from_preset(tmp_path / "ckpt")
+    check_converter_errors(hf_causal_lm(hf_config()), tmp_path, [
+        ({"hidden_act": "silu"}, "hidden_act='silu'"),
+        ({"num_hidden_layers": 2}, "unexpected tensor"),  # layers.2.* left over
+    ], ("model.layers.1.self_attn.k_proj.weight", "k_proj.weight' is missing"))
 
 
 def test_tiny_preset_is_reproducible(tmp_path):

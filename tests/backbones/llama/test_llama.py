@@ -1,13 +1,10 @@
-import json
-
 import numpy as np
 import pytest
 
 import backbones
-from backbones.errors import ConversionError
 from backbones.llama import LlamaBackbone
 from tests.backbones.common.decoder_checks import IDS, MASK, perturb, run_cache_test, run_causal_lm_parity_test
-from tests.helpers import check_tiny_preset_rebuilds, hidden, run_backbone_test, run_hf_parity_test
+from tests.helpers import check_converter_errors, check_tiny_preset_rebuilds, hidden, run_backbone_test, run_hf_parity_test
 
 SMALL = dict(vocabulary_size=100, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=16,
              intermediate_dim=32)
@@ -103,24 +100,10 @@ def test_sharded_checkpoint_loads_identically(tmp_path):
 
 
 def test_converter_errors(tmp_path):
-    from safetensors.numpy import load_file, save_file
-
-    lm = hf_causal_lm(hf_config())
-    lm.save_pretrained(tmp_path / "ckpt")
-    config_path, weights_path = tmp_path / "ckpt" / "config.json", tmp_path / "ckpt" / "model.safetensors"
-    config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({**config, "num_hidden_layers": 2}))  # layers.2.* left over
-    with pytest.raises(ConversionError, match="unexpected tensor"):
-        backbones.Backbone.from_preset(tmp_path / "ckpt")
-    config_path.write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn", "factor": 2.0}}))
-    with pytest.raises(ConversionError, match="rope_parameters.rope_type='yarn'"):
-        backbones.Backbone.from_preset(tmp_path / "ckpt")
-    config_path.write_text(json.dumps(config))
-    tensors = load_file(weights_path)
-    del tensors["lm_head.weight"]
-    save_file(tensors, weights_path)
-    with pytest.raises(ConversionError, match="'lm_head.weight' is missing"):
-        backbones.Backbone.from_preset(tmp_path / "ckpt")
+    check_converter_errors(hf_causal_lm(hf_config()), tmp_path, [
+        ({"num_hidden_layers": 2}, "unexpected tensor"),  # layers.2.* left over
+        ({"rope_parameters": {"rope_type": "yarn", "factor": 2.0}}, "rope_parameters.rope_type='yarn'"),
+    ], ("lm_head.weight", "'lm_head.weight' is missing"))
 
 
 def test_tiny_preset_is_reproducible(tmp_path):
