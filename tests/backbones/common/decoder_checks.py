@@ -56,3 +56,16 @@ def run_cache_test(backbone, ids=IDS, mask=MASK, prefill=3, atol=1e-5):
         steps.append(hidden(out))
     real = mask.astype(bool)
     np.testing.assert_allclose(np.concatenate(steps, axis=1)[real], full[real], atol=atol)
+
+
+def run_sharded_checkpoint_test(hf_lm, tmp_path):
+    """A transformers checkpoint saved sharded converts to the same outputs as
+    saved in one file; returns both backbones `(one, sharded)`."""
+    hf_lm.save_pretrained(Path(tmp_path) / "one")
+    hf_lm.save_pretrained(Path(tmp_path) / "sharded", max_shard_size="20KB")
+    assert (Path(tmp_path) / "sharded" / "model.safetensors.index.json").exists()
+    assert len(list((Path(tmp_path) / "sharded").glob("*.safetensors"))) > 1
+    inputs = {"token_ids": IDS, "padding_mask": MASK}
+    one, sharded = (backbones.Backbone.from_preset(Path(tmp_path) / d) for d in ("one", "sharded"))
+    np.testing.assert_array_equal(hidden(one(inputs)), hidden(sharded(inputs)))
+    return one, sharded

@@ -1,9 +1,10 @@
 import numpy as np
 
-import backbones
 from backbones.gemma import GemmaBackbone
-from tests.backbones.common.decoder_checks import IDS, MASK, perturb, run_cache_test, run_causal_lm_parity_test
-from tests.helpers import check_converter_errors, check_tiny_preset_rebuilds, hidden, run_backbone_test, run_hf_parity_test
+from tests.backbones.common.decoder_checks import (
+    IDS, MASK, perturb, run_cache_test, run_causal_lm_parity_test, run_sharded_checkpoint_test,
+)
+from tests.helpers import check_converter_errors, check_tiny_preset_rebuilds, run_backbone_test, run_hf_parity_test
 
 SMALL = dict(vocabulary_size=100, num_layers=2, num_query_heads=4, num_key_value_heads=1, hidden_dim=16,
              intermediate_dim=32, head_dim=8)
@@ -66,14 +67,7 @@ def test_cache_matches_full_forward():
 
 
 def test_sharded_checkpoint_loads_identically(tmp_path):
-    lm = hf_causal_lm(hf_config())
-    lm.save_pretrained(tmp_path / "one")
-    lm.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
-    assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
-    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
-    inputs = {"token_ids": IDS, "padding_mask": MASK}
-    one, sharded = (backbones.Backbone.from_preset(tmp_path / d) for d in ("one", "sharded"))
-    np.testing.assert_array_equal(hidden(one(inputs)), hidden(sharded(inputs)))
+    run_sharded_checkpoint_test(hf_causal_lm(hf_config()), tmp_path)
 
 
 def test_converter_errors(tmp_path):
