@@ -260,7 +260,7 @@ def _run_directory(run, tracking_uri, dst_dir):
     if path.is_dir():
         return path
     if not re.fullmatch(r"[0-9a-f]{32}", str(run)):
-        raise RunModelError(f"{run!r} is neither a directory nor an MLflow run id (32 hex characters).")
+        raise RunModelError(f"{str(run)!r} is neither a directory nor an MLflow run id (32 hex characters).")
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)

@@ -4,7 +4,8 @@ A run's checkpoint lives in `<cwd>/.checkpoints/<key>/`, where the key is a
 hash of the resolved config (tracking names aside): re-running the same
 command finds it. It is removed when the run completes.
 
-    state.json        {"run_id", "epoch", "file", "bytes", "scope", "paths", "base", "previous"}
+    state.json        {"run_id", "epoch", "file", "bytes", "scope", "paths", "shapes", "dtypes",
+                       "base", "previous"}
     epoch-0003.npz    the variables at the end of epoch 3 (npz: NumPy's zip of arrays)
 
 What it holds:
@@ -143,11 +144,12 @@ def restore(model, directory, base=None, state=None):
     """
     state = state or read_state(directory)
     variables = _variables(model, base)
-    paths = [p for p, _ in variables]
-    if (state["scope"] == "trainable") != (base is not None) or paths != state["paths"]:
+    # Shapes, not paths: Keras numbers names per process (adam_1/..., seed_generator_1/...).
+    shapes = [list(v.shape) for _, v in variables]
+    if (state["scope"] == "trainable") != (base is not None) or shapes != state["shapes"]:
         raise CheckpointError(
-            f"The checkpoint in {directory} holds {len(state['paths'])} variables ({state['scope']}) that do "
-            f"not match this model's {len(paths)}; was the code changed since? Delete {directory} to start afresh.")
+            f"The checkpoint in {directory} holds {len(state['shapes'])} variables ({state['scope']}) that do "
+            f"not match this model's {len(shapes)}; was the code changed since? Delete {directory} to start afresh.")
     if base is not None:
         differ = base.differences(state["base"])
         if differ:
@@ -210,7 +212,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state = {"format": 2, "run_id": self.run_id, "epoch": epoch + 1, "file": name,
                  "bytes": (self.directory / name).stat().st_size,
                  "scope": "trainable" if self.base is not None else "all",
-                 "paths": [p for p, _ in variables], "dtypes": [a.dtype.name for a in arrays],
+                 "paths": [p for p, _ in variables], "shapes": [list(a.shape) for a in arrays],
+                 "dtypes": [a.dtype.name for a in arrays],
                  "base": self.base.to_dict() if self.base is not None else None,
                  "previous": {k: keep[k] for k in ("epoch", "file", "bytes")} if keep else None}
         _write_atomic(self.directory / STATE_FILE, lambda f: f.write(json.dumps(state).encode()))

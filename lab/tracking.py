@@ -160,7 +160,7 @@ def log_parameter_counts(model):
 def print_summary(cfg, run_id, value, artifacts):
     uri = tracking_uri(cfg.tracking)
     lines = [f"{cfg.task.metric} = {value:.4f}", f"MLflow run {run_id} in {uri}"]
-    lines += [f"saved {name}/ ({size / 1e6:.1f} MB): {where}" for name, (where, size) in artifacts.items()]
+    lines += [f"saved {name}/ ({size / 1e6:.3g} MB, written once): {where}" for name, (where, size) in artifacts.items()]
     if uri.startswith("sqlite:///"):
         lines.append(f"Open it: mlflow ui --backend-store-uri {uri}")
     else:
