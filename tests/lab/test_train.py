@@ -116,7 +116,7 @@ def test_every_family_trains_through_train_py(tmp_path):
     children = [r for r in runs(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
     assert sorted(r.data.params["backbone.preset"] for r in children) == [
         "bert_tiny_random_en", "gemma_tiny_en", "llama_tiny_en"]
-    assert all(r.info.status == "FINISHED" and "lora" in {a.path for a in client(tmp_path).list_artifacts(r.info.run_id)}
+    assert all(r.info.status == "FINISHED" and "model" in {a.path for a in client(tmp_path).list_artifacts(r.info.run_id)}
                for r in children)
 
 
