@@ -34,9 +34,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import backbones
 from backbones import preset_io, registry
 from backbones.errors import BackboneLabError
 from backbones.handles import HF_FILES, OUR_FILES, resolve_preset
+from tasks import TASK_CLASSES, Preprocessor, Task, task_presets
 
 FORMAT = "backbone_lab.run_model/1"
 MODEL_DIR, PRESET_DIR = "model", "preset"
@@ -152,8 +154,6 @@ def save_run_model(task, base, save, directory):
 
     Returns: dict. Saved part name (`model`, `preset`) -> its path.
     """
-    from tasks import task_presets
-
     directory = Path(directory)
     saved = {}
     if save == "none":
@@ -247,15 +247,13 @@ def load_run_model(run, tracking_uri=None, dst_dir=None, verify_base=True):
         return _load_model_dir(directory, verify_base)
     if (directory / MODEL_DIR / BASE_FILE).is_file():
         return _load_model_dir(directory / MODEL_DIR, verify_base)
-    import tasks
-
     preset = directory / PRESET_DIR if (directory / PRESET_DIR).is_dir() else directory
     if not (preset / "task.json").is_file():
         raise RunModelError(
             f"{directory} holds no saved model: expected {MODEL_DIR}/{BASE_FILE} (a run saved with "
             f"tracking.save=adapter) or {PRESET_DIR}/task.json (tracking.save=merged, or a full fine-tune). "
             "A run with tracking.save=none saved no model: train it again with another tracking.save.")
-    return tasks.Task.from_preset(preset)
+    return Task.from_preset(preset)
 
 
 def _run_directory(run, tracking_uri, dst_dir):
@@ -283,10 +281,6 @@ def _run_directory(run, tracking_uri, dst_dir):
 
 
 def _load_model_dir(directory, verify_base):
-    import backbones
-    from tasks import Preprocessor, task_presets
-    from tasks.task import TASK_CLASSES
-
     record = json.loads((directory / BASE_FILE).read_text())
     preset = record["pinned"]
     try:
