@@ -57,6 +57,8 @@ def main(cfg: DictConfig) -> float:
                                                   trainable=cfg.backbone.trainable, **dtype)
         if cfg.lora.rank is not None:
             backbone.enable_lora(cfg.lora.rank, alpha=cfg.lora.alpha, targets=list(cfg.lora.targets))
+        if cfg.trainer.remat:
+            backbone.enable_remat()
 
         task = build_task(cfg.task, backbone, cfg.trainer.sequence_length)
         train_batches = training.EpochBatches(task_arrays(task, train_split), cfg.trainer.batch_size, cfg.seed,

@@ -74,6 +74,7 @@ class TrainerConfig:
     batch_size: int = 16
     sequence_length: int = 64
     jit_compile: bool = True
+    remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
