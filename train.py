@@ -55,6 +55,8 @@ def main(cfg: DictConfig) -> float:
         dtype = {"dtype": cfg.backbone.dtype} if cfg.backbone.dtype else {}
         backbone = backbones.Backbone.from_preset(cfg.backbone.preset, load_weights=cfg.backbone.load_weights,
                                                   trainable=cfg.backbone.trainable, **dtype)
+        if cfg.backbone.quantize:
+            backbone.quantize(cfg.backbone.quantize)
         if cfg.lora.rank is not None:
             backbone.enable_lora(cfg.lora.rank, alpha=cfg.lora.alpha, targets=list(cfg.lora.targets))
         if cfg.trainer.remat:

@@ -6,8 +6,8 @@ import contextvars
 
 import keras
 
-from backbones import lora, preset_io, registry, remat, weights_h5
-from backbones.errors import PresetClassMismatchError, PresetFormatError
+from backbones import lora, preset_io, quantize, registry, remat, weights_h5
+from backbones.errors import PresetClassMismatchError, PresetFormatError, QuantizationError
 from backbones.handles import resolve_preset
 from backbones.keras_hub_preset import is_keras_hub_config, load_keras_hub_preset
 from backbones.tokenizer import Tokenizer
@@ -230,6 +230,14 @@ class Backbone(keras.Model):
 
     def save_preset_files(self, directory, max_shard_size=5.0):
         """Writes config, weights and tokenizer into an existing directory."""
+        if self.quantized:
+            # A preset of int8 kernels would load into float layers as garbage, and
+            # dequantizing would bake the quantization error into a "full" model.
+            raise QuantizationError(
+                f"This {type(self).__name__} is quantized (int8): it cannot be saved as a preset. "
+                "Save the adapter with save_lora_weights(path); to get a merged preset, load "
+                "the unquantized base (Backbone.from_preset(preset)), load_lora_weights(path) "
+                "into it and call save_to_preset there.")
         name = type(self).__name__
         preset_io.write_json(directory / preset_io.CONFIG_FILE, {
             "module": type(self).__module__, "class_name": name,
@@ -299,6 +307,36 @@ class Backbone(keras.Model):
         for block in self.transformer_layers:
             remat.remat_block(block)
         self._remat_enabled = True
+
+    def quantize(self, mode, config=None, **kwargs):
+        """Quantizes the frozen base to int8 (weight-only), one layer at a time.
+
+        Every Dense and Embedding kernel becomes int8 with a float32 scale per
+        output channel: half the memory of bfloat16, a quarter of float32.
+        Activations stay in the compute dtype. Meant for a base under LoRA
+        (`enable_lora` before or after): the int8 weights cannot train, the
+        LoRA matrices stay float32. A quantized backbone saves adapters
+        (`save_lora_weights`, loadable into the unquantized base too), not
+        presets. See `backbones.quantize`.
+
+        Args:
+            mode: str. `"int8"`, the only mode.
+
+        Example:
+        >>> import backbones
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
+        >>> m.quantize("int8"); m.enable_lora(2)
+        >>> m.quantized, m.token_embedding.embeddings.dtype
+        (True, 'int8')
+        """
+        # `config`: Keras's wrapper of every layer's quantize passes its default
+        # int8 config (which quantizes activations too); the mode is what counts.
+        quantize.quantize_backbone(self, mode)
+
+    @property
+    def quantized(self):
+        """True when some layer holds quantized weights (see `quantize`)."""
+        return any(getattr(layer, "_is_quantized", False) for layer in self._flatten_layers(include_self=False))
 
     @property
     def remat_enabled(self):

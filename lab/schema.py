@@ -22,6 +22,7 @@ class BackboneConfig:
     dtype: Optional[str] = None  # null: the preset's own dtype
     trainable: bool = True
     load_weights: bool = True
+    quantize: Optional[str] = None  # null | int8 (weight-only int8 frozen base under LoRA)
 
 
 @dataclass
@@ -113,6 +114,7 @@ CHOICES = {
     "optimizer.schedule": ("constant", "linear", "cosine"),
     "task.metric_mode": ("max", "min"),
     "backbone.dtype": (None, "float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"),
+    "backbone.quantize": (None, "int8"),  # backbones.quantize.MODES
 }
 
 
@@ -144,6 +146,13 @@ def validate(cfg):
                 "Set data.num_classes=K (task.num_classes follows it) or task.num_classes=K.")
         if cfg.data.label_column is None:
             raise ConfigError("data.label_column is null, but task=classifier needs labels.")
+    if cfg.backbone.quantize:
+        if cfg.lora.rank is None and cfg.backbone.trainable:
+            raise ConfigError(f"backbone.quantize={cfg.backbone.quantize}: int8 weights cannot train. Set "
+                              "lora.rank=R (LoRA over the quantized base) or backbone.trainable=false.")
+        if cfg.backbone.dtype in ("float16", "mixed_float16"):
+            raise ConfigError(f"backbone.quantize={cfg.backbone.quantize} with backbone.dtype={cfg.backbone.dtype}: "
+                              "Keras's int8 layers do not compute in float16. Use bfloat16 or float32.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:

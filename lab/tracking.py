@@ -163,7 +163,10 @@ def log_artifacts(task, backbone, output_dir, log_preset=True):
 
     output_dir = Path(output_dir)
     saved = {}
-    if log_preset:
+    if log_preset and backbone.quantized:
+        print("Not saving a preset: the backbone is int8-quantized (see Backbone.save_preset_files); "
+              "the LoRA adapter is saved.")
+    elif log_preset:
         saved["preset"] = output_dir / "preset"
         task.save_to_preset(saved["preset"])
         mlflow.log_artifacts(str(saved["preset"]), "preset")
