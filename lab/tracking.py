@@ -164,8 +164,8 @@ def log_artifacts(task, backbone, output_dir, log_preset=True):
     output_dir = Path(output_dir)
     saved = {}
     if log_preset and backbone.quantized:
-        print("Not saving a preset: the backbone is int8-quantized (see Backbone.save_preset_files); "
-              "the LoRA adapter is saved.")
+        print("Not saving a preset: the backbone is int8-quantized. The LoRA adapter is saved; to merge it, "
+              "load it into the unquantized base (Backbone.from_preset, load_lora_weights, save_to_preset).")
     elif log_preset:
         saved["preset"] = output_dir / "preset"
         task.save_to_preset(saved["preset"])
