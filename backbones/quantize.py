@@ -20,6 +20,14 @@ is read, its int8 copy and scale written, and the float variable dropped
 before the next layer, so quantizing never holds more than one layer's two
 copies at once. A loader can call `quantize_layer` on each layer as soon as
 its weights are in place.
+
+Measured at Gemma-2B shape (train.py, LoRA r4, debug=fast, no clipping):
+peak RSS 15.0 GB with the int8 base against 13.1 GB in bfloat16, same tokens/s
+(~40), 2.5 GB less disk (the epoch checkpoint). Not yet a saving: suspected,
+not yet confirmed, is TensorFlow's executor running every layer's int8 ->
+bfloat16 cast (no data dependence on the activations) at the start of the
+step, so that all dequantized kernels are alive at once; and numpy's absmax
+of the 256000 x 2048 embedding holds ~4 copies of it while it is quantized.
 """
 
 import keras
