@@ -55,9 +55,13 @@ def main(cfg: DictConfig) -> float:
         dtype = {"dtype": cfg.backbone.dtype} if cfg.backbone.dtype else {}
         backbone = backbones.Backbone.from_preset(cfg.backbone.preset, load_weights=cfg.backbone.load_weights,
                                                   trainable=cfg.backbone.trainable, **dtype)
+        if cfg.backbone.quantize:
+            backbone.quantize(cfg.backbone.quantize)
         if cfg.lora.rank is not None:
             backbone.enable_lora(cfg.lora.rank, alpha=cfg.lora.alpha, targets=list(cfg.lora.targets))
         base = artifacts.frozen_base(cfg.backbone, backbone)  # None: the backbone's weights train
+        if cfg.trainer.remat:
+            backbone.enable_remat()
 
         task = build_task(cfg.task, backbone, cfg.trainer.sequence_length)
         train_batches = training.EpochBatches(task_arrays(task, train_split), cfg.trainer.batch_size, cfg.seed,

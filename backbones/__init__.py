@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 from backbones.backbone import Backbone  # noqa: E402
 from backbones.errors import (  # noqa: E402,F401
-    BackboneLabError, ConversionError, LoRAError, PresetChecksumError,
+    BackboneLabError, ConversionError, LoRAError, PresetChecksumError, QuantizationError,
     PresetClassMismatchError, PresetDownloadError, PresetFormatError, PresetNotFoundError,
 )
 from backbones.tokenizer import Tokenizer  # noqa: E402,F401

@@ -36,3 +36,7 @@ class ConversionError(PresetFormatError):
 
 class LoRAError(BackboneLabError):
     """A LoRA request or LoRA file that does not fit the backbone."""
+
+
+class QuantizationError(BackboneLabError):
+    """An unsupported quantization mode, or an operation a quantized backbone cannot do."""

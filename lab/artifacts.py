@@ -75,6 +75,7 @@ class BaseRecord:
         self.directory = resolve_preset(preset).absolute()
         self.class_name = type(backbone).__name__
         self.dtype = backbone.dtype_policy.name
+        self.quantize = "int8" if backbone.quantized else None  # the adapter trained over this base
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="base-sha256")
         self._files = pool.submit(file_checksums, self.directory)
         pool.shutdown(wait=False)
@@ -82,7 +83,7 @@ class BaseRecord:
     def to_dict(self):
         return {"format": FORMAT, "preset": self.preset, "pinned": pinned_handle(self.preset, self.directory),
                 "directory": str(self.directory), "class_name": self.class_name, "dtype": self.dtype,
-                "files": self._files.result()}
+                "quantize": self.quantize, "files": self._files.result()}
 
     def differences(self, record):
         """Files of `record` (a `to_dict()`) missing here or with another sha256; [] if the same base.
@@ -296,6 +297,8 @@ def _load_model_dir(directory, verify_base):
                 f"base the run trained on ({directory / BASE_FILE}): {differ[:5]}. The adapter only fits that "
                 f"base: make {record['pinned']!r} available (download that revision), or pass "
                 "verify_base=False to load anyway.")
+    if record.get("quantize"):
+        backbone.quantize(record["quantize"])
     if (directory / ADAPTER_FILE).is_file():
         backbone.load_lora_weights(directory / ADAPTER_FILE)
     spec = task_presets.read_task_spec(directory)

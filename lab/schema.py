@@ -22,6 +22,7 @@ class BackboneConfig:
     dtype: Optional[str] = None  # null: the preset's own dtype
     trainable: bool = True
     load_weights: bool = True
+    quantize: Optional[str] = None  # null | int8 (weight-only int8 frozen base under LoRA)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class TrainerConfig:
     batch_size: int = 16
     sequence_length: int = 64
     jit_compile: bool = True
+    remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
@@ -115,6 +117,7 @@ CHOICES = {
     "task.metric_mode": ("max", "min"),
     "tracking.save": ("adapter", "merged", "both", "none"),
     "backbone.dtype": (None, "float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"),
+    "backbone.quantize": (None, "int8"),  # backbones.quantize.MODES
 }
 
 
@@ -152,6 +155,13 @@ def validate(cfg):
             "a LoRA run saves its adapter, head and a record of its base; a full fine-tune its preset), merged "
             "(the merged preset), both, or none (no model; what log_preset=false did). Remove "
             "tracking.log_preset from the command or config and set tracking.save instead.")
+    if cfg.backbone.quantize:
+        if cfg.lora.rank is None and cfg.backbone.trainable:
+            raise ConfigError(f"backbone.quantize={cfg.backbone.quantize}: int8 weights cannot train. Set "
+                              "lora.rank=R (LoRA over the quantized base) or backbone.trainable=false.")
+        if cfg.backbone.dtype in ("float16", "mixed_float16"):
+            raise ConfigError(f"backbone.quantize={cfg.backbone.quantize} with backbone.dtype={cfg.backbone.dtype}: "
+                              "Keras's int8 layers do not compute in float16. Use bfloat16 or float32.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:
