@@ -74,7 +74,7 @@ class TrainerConfig:
     max_steps: Optional[int] = None  # stop after this many optimizer steps
     batch_size: int = 16
     sequence_length: int = 64
-    jit_compile: bool = True
+    jit_compile: Optional[bool] = None  # null: tasks.task.default_jit_compile (XLA for float32 on CPU)
     remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
     deterministic: bool = False
