@@ -109,7 +109,7 @@ def build(name, learning_rate, weight_decay=0.0, global_clipnorm=None):
     >>> import keras, numpy as np
     >>> opt = build("adamw", 1e-3, weight_decay=0.01, global_clipnorm=1.0)
     >>> w = keras.Variable(np.ones(3), dtype="bfloat16", name="kernel")
-    >>> opt.apply_gradients([(keras.ops.ones(3, "bfloat16"), w)])
+    >>> _ = opt.apply_gradients([(keras.ops.ones(3, "bfloat16"), w)])
     >>> [str(v.dtype) for v in opt.variables if v.shape == (3,)]
     ['float32', 'float32', 'float32']
     """

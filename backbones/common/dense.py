@@ -8,7 +8,14 @@ adapted path is `x W + s (x A) B`: W is only read, and gradients reach A and
 B through rank-r products. Everything else is Keras's: `enable_lora`, the
 variable names `lora_kernel_a` / `lora_kernel_b`, `kernel` (merged, what
 `save_weights` writes), serialization, and quantized calls (`int8` and the
-others never reach `call`; Keras's `_int8_call` is already factorised).
+others never reach `call`; Keras's `_int8_call` is already factorised;
+`quantize` is Keras's, with its refusal of subclasses lifted).
+
+What it bought (scripts/bench_lora_forward.py: Gemma-2B widths, 2 layers,
+bf16, LoRA r4 on every linear layer, batch 8 x 48, no XLA, two A/B rounds):
+step 1.82 / 0.96 s -> 0.95 / 0.53 s (1.8-1.9x), peak RSS while training
+4.13 -> 3.87 GB (0.13 GB a layer: the merged kernels). On query/value only,
+within noise (their kernel gradients are ~2% of a Gemma step's FLOPs).
 """
 
 import keras
@@ -28,7 +35,7 @@ class Dense(keras.layers.Dense):
     Example:
     >>> import numpy as np
     >>> layer = Dense(3, use_bias=False); layer.build((None, 4)); layer.enable_lora(2)
-    >>> layer.lora_kernel_b.assign(np.ones((2, 3)))
+    >>> _ = layer.lora_kernel_b.assign(np.ones((2, 3)))
     >>> x = np.ones((1, 4), "float32")
     >>> bool(np.allclose(layer(x), x @ layer.kernel.numpy(), atol=1e-5))  # merged kernel, same output
     True
@@ -46,3 +53,10 @@ class Dense(keras.layers.Dense):
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        # Keras's Dense.quantize refuses subclasses (a subclass may change the
+        # math quantization replaces), and `Model.quantize` then skips the
+        # layer with a warning. Ours changes only the float LoRA path, which a
+        # quantized layer never takes, so Keras's quantization applies as is.
+        super().quantize(mode, type_check=False, config=config)
