@@ -85,7 +85,9 @@ class TrackingConfig:
     uri: Optional[str] = None  # null: sqlite:///<cwd>/mlflow.db, artifacts in <cwd>/mlruns
     experiment: str = "backbone-lab"
     run_name: Optional[str] = None
-    log_preset: bool = True
+    # What a run saves as its model (lab/artifacts.py): adapter | merged | both | none.
+    save: str = "adapter"
+    log_preset: Optional[bool] = None  # replaced by `save`: set, it fails with a message saying how
     reproduce_of: Optional[str] = None  # set by scripts/reproduce.py
 
 
@@ -111,6 +113,7 @@ CHOICES = {
     "optimizer.name": ("adamw", "adam", "sgd"),
     "optimizer.schedule": ("constant", "linear", "cosine"),
     "task.metric_mode": ("max", "min"),
+    "tracking.save": ("adapter", "merged", "both", "none"),
     "backbone.dtype": (None, "float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"),
 }
 
@@ -143,6 +146,12 @@ def validate(cfg):
                 "Set data.num_classes=K (task.num_classes follows it) or task.num_classes=K.")
         if cfg.data.label_column is None:
             raise ConfigError("data.label_column is null, but task=classifier needs labels.")
+    if cfg.tracking.get("log_preset") is not None:
+        raise ConfigError(
+            f"tracking.log_preset={cfg.tracking.log_preset} was replaced by tracking.save: adapter (the default: "
+            "a LoRA run saves its adapter, head and a record of its base; a full fine-tune its preset), merged "
+            "(the merged preset), both, or none (no model; what log_preset=false did). Remove "
+            "tracking.log_preset from the command or config and set tracking.save instead.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:

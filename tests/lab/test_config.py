@@ -65,6 +65,8 @@ def test_typos_and_wrong_types_fail_at_composition(override, message):
     (["backbone.dtype=float8"], "backbone.dtype"),
     (["data=local", "data.num_classes=2"], "data.path"),
     (["data.validation_fraction=1.5"], "validation_fraction"),
+    (["tracking.save=adapters"], "tracking.save"),
+    (["tracking.log_preset=false"], "tracking.log_preset=False was replaced by tracking.save"),  # the old key
 ])
 def test_impossible_values_fail_validation(override, message):
     try:
