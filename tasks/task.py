@@ -9,7 +9,7 @@ from backbones import preset_io
 from backbones.backbone import Backbone
 from backbones.errors import PresetClassMismatchError, PresetFormatError
 from backbones.handles import resolve_preset
-from tasks import data, task_presets
+from tasks import data, optimizers, task_presets
 from tasks.errors import MissingTokenizerError, TaskConfigError, TaskInputError
 from tasks.preprocessor import Preprocessor
 
@@ -94,11 +94,16 @@ class Task(keras.Model):
         The default optimizer is AdamW (learning rate 5e-5, or 2e-4 when the
         backbone has LoRA enabled at compile time: adapters start at zero and
         need larger steps; weight decay 0.01, not on biases and norms; global
-        gradient norm clipped at 1.0). `jit_compile="auto"` picks XLA by
+        gradient norm clipped at 1.0), which keeps float32 master weights and
+        state for bfloat16 / float16 variables (`tasks.optimizers`). Any
+        optimizer gets dynamic loss scaling when the backbone computes in
+        float16 (`float16`, `mixed_float16`). `jit_compile="auto"` picks XLA by
         measurement (`default_jit_compile`).
         """
         if isinstance(optimizer, str) and optimizer == "auto":
             optimizer = default_optimizer(self)
+        if optimizer is not None:
+            optimizer = optimizers.with_loss_scaling(keras.optimizers.get(optimizer), self)
         if isinstance(loss, str) and loss == "auto":
             loss = self._default_loss()
         default_metrics, default_weighted = self._default_metrics()
@@ -335,17 +340,10 @@ def _has_accelerator():
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
-# Variables never weight-decayed (matched by name): biases and the scales and
-# offsets of layer / RMS norms, as transformers' Trainer and nanoGPT do.
-NO_WEIGHT_DECAY = ("bias", "gamma", "beta", "scale")
-
-
 def default_optimizer(task):
     lora = getattr(task.backbone, "lora_spec", None) is not None
-    optimizer = keras.optimizers.AdamW(learning_rate=2e-4 if lora else 5e-5, weight_decay=0.01,
-                                       global_clipnorm=1.0)
-    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
-    return optimizer
+    # tasks.optimizers: float32 master weights and state for bf16/fp16 variables.
+    return optimizers.build("adamw", 2e-4 if lora else 5e-5, weight_decay=0.01, global_clipnorm=1.0)
 
 
 def _unpack(validation_data):

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from backbones.backbone import normal_initializer
+from backbones.common.dense import Dense
 from backbones.common.attention import GroupedQueryAttention, decoder_attention_mask
 from backbones.common.rms_norm import RMSNormalization
 
@@ -48,7 +49,7 @@ class GatedDecoderBlock(keras.layers.Layer):
         self.attention_bias, self.attention_output_bias, self.dropout = attention_bias, attention_output_bias, dropout
         policy = self.dtype_policy
         norm = lambda name: RMSNormalization(layer_norm_epsilon, norm_unit_offset, dtype=policy, name=name)  # noqa: E731
-        dense = lambda units, name: keras.layers.Dense(  # noqa: E731
+        dense = lambda units, name: Dense(  # noqa: E731
             units, use_bias=False, kernel_initializer=normal_initializer(0.02),
             dtype=policy, name=name)
         self.attention_norm = norm("attention_norm")
