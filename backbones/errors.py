@@ -36,3 +36,7 @@ class ConversionError(PresetFormatError):
 
 class LoRAError(BackboneLabError):
     """A LoRA request or LoRA file that does not fit the backbone."""
+
+
+class UnknownArgumentError(BackboneLabError, TypeError):
+    """A keyword argument the backbone class does not take (e.g. a typo in a `from_preset` override)."""
