@@ -85,7 +85,9 @@ def main(cfg: DictConfig) -> float:
             callbacks.append(keras.callbacks.EarlyStopping(cfg.task.metric, patience=cfg.trainer.early_stopping_patience,
                                                            mode=cfg.task.metric_mode, restore_best_weights=True))
         # shuffle=False: EpochBatches shuffles per (seed, epoch), so a resumed run sees the same order.
+        # steps_per_epoch: a run stopped by max_steps in its first epoch shows "5/5", not "8/8".
         task.fit(train_batches, validation_data=val_batches, epochs=cfg.trainer.epochs, initial_epoch=start_epoch,
+                 steps_per_epoch=min(len(train_batches), cfg.trainer.max_steps or len(train_batches)),
                  callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
 
         gc.collect()  # finalise the data generator of a run stopped mid-epoch (max_steps) while Python is alive

@@ -14,10 +14,12 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 
 
 def quiet_start(verbose=False):
-    """Imports TensorFlow silently and hides MLflow's store INFO lines.
+    """Imports TensorFlow silently, hides MLflow's store INFO lines, and
+    prints Python warnings on one line each.
 
     Call before anything imports TensorFlow or keras. With `verbose`
     (`hydra.verbose=true` or `HYDRA_FULL_ERROR=1`), only sets the backend.
@@ -26,12 +28,18 @@ def quiet_start(verbose=False):
     if verbose or "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING logs once absl is up
+    warnings.formatwarning = _one_line
     for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
         logging.getLogger(name).setLevel(logging.WARNING)
     with _stderr_captured():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe logs here, once
+
+
+def _one_line(message, category, filename, lineno, line=None):
+    """A warning as one line, without the source line Python prints under it."""
+    return f"{category.__name__}: {message}\n"
 
 
 @contextlib.contextmanager
