@@ -1,11 +1,10 @@
 """Loading a transformers checkpoint directory through its family's converter."""
 
-import contextlib
-
 from backbones import registry
 from backbones.errors import PresetFormatError
 from backbones.hf_checkpoint import HFCheckpoint
 from backbones.tokenizer import Tokenizer
+from backbones.variables import deferred_variables
 
 
 def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
@@ -27,12 +26,18 @@ def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
         )
     target = registry.BACKBONE_CLASSES[converter.backbone_class]
     check_subclass(cls, target, preset, kwargs)
-    with weights_to_be_loaded() if load_weights else contextlib.nullcontext():
-        backbone = target(**{**converter.convert_config(hf_config), **kwargs})
+    init = {**converter.convert_config(hf_config), **kwargs}
     if load_weights:
         reader = HFCheckpoint(directory)
+        # Built unallocated; each variable is then created from its converted
+        # tensor (backbones/variables.py): the weights are held once.
+        with weights_to_be_loaded(), deferred_variables() as finish:
+            backbone = target(**init)
         converter.convert_weights(backbone, reader, hf_config)
+        finish()
         reader.check_all_used(ignore=getattr(converter, "ignored_tensors", ()))
+    else:
+        backbone = target(**init)
     backbone.tokenizer = checkpoint_tokenizer(converter, directory)
     return backbone
 

@@ -2,8 +2,11 @@
 
 The safetensors format is an 8-byte little-endian header length, a JSON
 header `{name: {dtype, shape, data_offsets}}`, then raw little-endian data.
-Each file is memory-mapped; `get` copies out one tensor, so converting a
-sharded checkpoint never holds a second copy of the model in memory.
+`get` reads one tensor with a positioned read into its own page-aligned
+buffer, which the Keras variable then adopts (`backbones.variables.fill`):
+converting a checkpoint holds each weight once. Not a memory map: its pages
+count in the process's resident set as long as it lives (a 5 GB checkpoint
+showed as 5 GB more peak RSS), while a read leaves them to the page cache.
 Pickled checkpoints (`*.bin`) are never read.
 """
 
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backbones import variables
 from backbones.errors import ConversionError, PresetFormatError
 
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
@@ -58,7 +62,6 @@ class HFCheckpoint:
         self._entries = {}  # name -> (file, dtype, shape, start, end)
         for name in files:
             self._read_header(self.directory / name)
-        self._maps = {}
         self.used = set()
 
     def _read_header(self, path):
@@ -92,18 +95,25 @@ class HFCheckpoint:
         return self._entries[name][2]
 
     def get(self, name):
-        """The tensor `name` as a NumPy array (a copy), marked as used."""
+        """The tensor `name` as a NumPy array (its own buffer), marked as used."""
         if name not in self._entries:
             raise ConversionError(
                 f"Tensor {name!r} is missing from the checkpoint in {self.directory}: "
                 "the checkpoint does not match its config.json."
             )
         path, dtype, shape, start, end = self._entries[name]
-        if path not in self._maps:
-            self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
-        raw = self._maps[path][start:end]
+        value = variables.aligned_empty(shape, _dtype(dtype))
+        with open(path, "rb", buffering=0) as f:
+            f.seek(start)
+            read = _read_into(f, memoryview(value.reshape(-1).view(np.uint8)))
+        if read != end - start:
+            raise PresetFormatError(
+                f"{path} is cut short: tensor {name!r} needs bytes {start}-{end} but the file has "
+                f"{path.stat().st_size}. The download or copy was interrupted: delete the file "
+                "(or its Hugging Face cache folder) and download it again."
+            )
         self.used.add(name)
-        return np.array(raw.view(_dtype(dtype)).reshape(shape))
+        return value
 
     def check_all_used(self, ignore=()):
         """Raises if a tensor was never read (except names ending in `ignore`)."""
@@ -124,14 +134,28 @@ def _incomplete(path, size, what):
     )
 
 
+def _read_into(f, buffer):
+    """Fills `buffer` from `f`; returns the bytes read (fewer at the end of the file).
+    One read() moves at most ~2 GB on Linux, so large tensors take several."""
+    done = 0
+    while done < len(buffer):
+        n = f.readinto(buffer[done:])
+        if not n:
+            break
+        done += n
+    return done
+
+
 def assign(variable, value, name):
-    """Assigns a checkpoint tensor to a Keras variable, checking the shape."""
+    """Puts a checkpoint tensor into a Keras variable, checking the shape.
+
+    A variable still pending (built inside `variables.deferred_variables()`)
+    is created from `value` itself, without a copy when the dtypes match.
+    """
     if tuple(variable.shape) != tuple(value.shape):
         raise ConversionError(
             f"Checkpoint tensor {name!r} has shape {tuple(value.shape)}, but "
             f"{variable.path} expects {tuple(variable.shape)}: the checkpoint does not "
             "match its config.json."
         )
-    if value.dtype.name in ("bfloat16", "float16", "float64"):
-        value = value.astype(np.float32)  # Keras casts float32 to the variable's dtype
-    variable.assign(value)
+    variables.fill(variable, value)

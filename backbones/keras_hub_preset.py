@@ -26,6 +26,7 @@ import numpy as np
 from backbones import preset_io, registry
 from backbones.errors import ConversionError, PresetFormatError
 from backbones.hf_checkpoint import assign
+from backbones.variables import deferred_variables
 from backbones.weights_h5 import read_array, weight_files
 
 PREFIX = "keras_hub>"
@@ -87,9 +88,11 @@ def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
         init = {**_base_kwargs(hub_config), **converter.convert_config(hub_config),
                 **(from_weights(reader) if from_weights and reader else {}), **kwargs}
         if load_weights:
-            with weights_to_be_loaded():
+            # Built unallocated; each variable is then created from its stored array.
+            with weights_to_be_loaded(), deferred_variables() as finish:
                 backbone = target(**init)
             converter.convert_weights(backbone, reader, hub_config)
+            finish()
             reader.check_all_used()
         else:
             backbone = target(**init)

@@ -41,6 +41,7 @@ import keras
 
 from backbones.errors import PresetFormatError
 from backbones.preset_io import read_json
+from backbones.variables import ArrayView, aligned_empty
 
 try:  # Keras's own guards against external links, virtual datasets and size bombs.
     from keras.src.saving.saving_lib import safe_get_h5_dataset
@@ -55,23 +56,6 @@ try:  # The path of the layer whose variable is being created (backend-independe
     from keras.src.backend.common.name_scope import current_path
 except ImportError:  # pragma: no cover - then every weight is built with zeros and assigned
     current_path = None
-
-
-def _aligned_empty(shape, dtype):
-    """An uninitialised array in its own anonymous memory map: page-aligned,
-    so TensorFlow can wrap it in place (it needs 64 bytes). Not `np.empty`:
-    numpy asks for transparent huge pages on large arrays, and with the
-    kernel's usual `defrag=madvise` the page faults then wait for memory
-    compaction: reading the 110M preset took 0.24-0.88 s that way against a
-    steady 0.32 s here (warm from_preset 0.89 s -> 0.58 s, medians, quiet machine)."""
-    import mmap
-
-    import numpy as np
-
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    if not nbytes:
-        return np.empty(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype).reshape(shape)
 
 
 def weight_files(weights_path):
@@ -101,22 +85,12 @@ def read_array(dataset):
     # Checked from its own group: from the file root, Keras's check walks
     # every group again (~1 ms per weight).
     dataset = safe_get_h5_dataset(dataset.parent, dataset.name.rpartition("/")[2])
-    value = _aligned_empty(dataset.shape, dataset.dtype)
+    value = aligned_empty(dataset.shape, dataset.dtype)
     if value.size:
         dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, value)
     if dataset.attrs.get("dtype") == "bfloat16":
         value = value.view(ml_dtypes.bfloat16)
     return value
-
-
-class _ArrayView:
-    """An array seen through `__array__` only (see `StoredWeights.initial_value`)."""
-
-    def __init__(self, array):
-        self.array = array
-
-    def __array__(self, dtype=None, copy=None):
-        return self.array
 
 
 class StoredWeights(contextlib.AbstractContextManager):
@@ -203,7 +177,7 @@ class StoredWeights(contextlib.AbstractContextManager):
             # `__array__` it wraps in place. The array is ours and dropped
             # here, so the variable adopts the buffer the file was read into:
             # one pass over the bytes (the read) instead of four.
-            value = _ArrayView(value)
+            value = ArrayView(value)
         return keras.ops.convert_to_tensor(value, dtype=dtype)
 
     def load_into(self, model):
