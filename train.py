@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> float:
     import mlflow
 
     import backbones
-    from lab import checkpoint, data, sweep, tracking, training
+    from lab import artifacts, checkpoint, data, sweep, tracking, training
     from lab.tasks import build_task, task_arrays
 
     checkpoint_dir = checkpoint.directory_for(cfg)
@@ -61,8 +61,13 @@ def main(cfg: DictConfig) -> float:
         dtype = {"dtype": cfg.backbone.dtype} if cfg.backbone.dtype else {}
         backbone = backbones.Backbone.from_preset(cfg.backbone.preset, load_weights=cfg.backbone.load_weights,
                                                   trainable=cfg.backbone.trainable, **dtype)
+        if cfg.backbone.quantize:
+            backbone.quantize(cfg.backbone.quantize)
         if cfg.lora.rank is not None:
             backbone.enable_lora(cfg.lora.rank, alpha=cfg.lora.alpha, targets=list(cfg.lora.targets))
+        base = artifacts.frozen_base(cfg.backbone, backbone)  # None: the backbone's weights train
+        if cfg.trainer.remat:
+            backbone.enable_remat()
 
         task = build_task(cfg.task, backbone, cfg.trainer.sequence_length)
         train_batches = training.EpochBatches(task_arrays(task, train_split), cfg.trainer.batch_size, cfg.seed,
@@ -72,7 +77,7 @@ def main(cfg: DictConfig) -> float:
         if cfg.trainer.max_steps:
             total_steps = min(total_steps, cfg.trainer.max_steps)
         task.compile(optimizer=training.build_optimizer(cfg.optimizer, total_steps), jit_compile=cfg.trainer.jit_compile)
-        start_epoch = checkpoint.restore(task, checkpoint_dir) if state else 0
+        start_epoch = checkpoint.restore(task, checkpoint_dir, base, state) if state else 0
         if not state:
             tracking.log_parameter_counts(task)
 
@@ -80,7 +85,7 @@ def main(cfg: DictConfig) -> float:
                      training.StepLogger(cfg.trainer.log_every_n_steps,
                                          cfg.trainer.batch_size * cfg.trainer.sequence_length, cfg.trainer.max_steps)]
         if cfg.trainer.checkpoint:
-            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id))
+            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id, base))
         if cfg.trainer.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(cfg.task.metric, patience=cfg.trainer.early_stopping_patience,
                                                            mode=cfg.task.metric_mode, restore_best_weights=True))
@@ -93,11 +98,11 @@ def main(cfg: DictConfig) -> float:
         gc.collect()  # finalise the data generator of a run stopped mid-epoch (max_steps) while Python is alive
         metrics = task.evaluate(val_batches, return_dict=True, verbose=0)
         mlflow.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()})
-        artifacts = tracking.log_artifacts(task, backbone, hydra_cfg.runtime.output_dir, cfg.tracking.log_preset)
+        saved = artifacts.log_run_model(task, base, cfg.tracking.save)
         checkpoint.clear(checkpoint_dir)
 
     value = float(metrics[cfg.task.metric.removeprefix("val_")])
-    tracking.print_summary(cfg, run_id, value, artifacts)
+    tracking.print_summary(cfg, run_id, value, saved)
     return value
 
 

@@ -16,7 +16,7 @@ import pkgutil
 from backbones import registry
 from backbones.errors import (  # noqa: F401
     BackboneLabError, ConversionError, LoRAError, PresetChecksumError, PresetClassMismatchError,
-    PresetDownloadError, PresetFormatError, PresetNotFoundError, UnknownArgumentError,
+    PresetDownloadError, PresetFormatError, PresetNotFoundError, QuantizationError, UnknownArgumentError,
 )
 
 __version__ = "0.1.0"

@@ -8,8 +8,9 @@ import inspect
 import keras
 
 import backbones
-from backbones import lora, preset_io, registry, weights_h5
-from backbones.errors import PresetClassMismatchError, PresetFormatError, UnknownArgumentError
+from backbones import lora, preset_io, quantize, registry, remat, weights_h5
+from backbones.errors import (PresetClassMismatchError, PresetFormatError, QuantizationError,
+                              UnknownArgumentError)
 from backbones.handles import resolve_preset
 from backbones.keras_hub_preset import load_keras_hub_preset
 from backbones.tokenizer import Tokenizer
@@ -101,6 +102,11 @@ class Backbone(keras.Model):
         default_lora_targets: tuple. Targets of `enable_lora` by default.
         is_encoder: bool. True for bidirectional encoders (BERT).
 
+    Family attributes set in `__init__`:
+        transformer_layers: list of the encoder/decoder blocks, in order;
+            `enable_remat` rematerialises each of them. A block is called
+            as `block(hidden_states, **kwargs)`: hidden states first.
+
     Args:
         dtype: str or keras.DTypePolicy. Dtype policy of every sublayer,
             e.g. `"float32"`, `"bfloat16"`, `"mixed_bfloat16"`.
@@ -117,6 +123,7 @@ class Backbone(keras.Model):
     lora_target_layers = {}
     default_lora_targets = ("query", "value")
     is_encoder = False
+    transformer_layers = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -229,6 +236,14 @@ class Backbone(keras.Model):
 
     def save_preset_files(self, directory, max_shard_size=5.0):
         """Writes config, weights and tokenizer into an existing directory."""
+        if self.quantized:
+            # A preset of int8 kernels would load into float layers as garbage, and
+            # dequantizing would bake the quantization error into a "full" model.
+            raise QuantizationError(
+                f"This {type(self).__name__} is quantized (int8): it cannot be saved as a preset. "
+                "Save the adapter with save_lora_weights(path); to get a merged preset, load "
+                "the unquantized base (Backbone.from_preset(preset)), load_lora_weights(path) "
+                "into it and call save_to_preset there.")
         name = type(self).__name__
         preset_io.write_json(directory / preset_io.CONFIG_FILE, {
             "module": type(self).__module__, "class_name": name,
@@ -276,6 +291,63 @@ class Backbone(keras.Model):
             )
         lora.enable(self, spec)
         self._lora_spec = spec
+
+    # -- memory -----------------------------------------------------------
+    def enable_remat(self):
+        """Recomputes each block's activations in the backward pass instead of
+        keeping them (activation rematerialisation, "gradient checkpointing").
+
+        Training then holds one block's activations at a time plus one
+        hidden-states tensor per block, for about a third more compute per step.
+        Losses and gradients are unchanged (dropout masks included). A training
+        choice, not part of the architecture: not saved in presets, like
+        transformers' `gradient_checkpointing_enable()`. See `backbones.remat`.
+
+        Example:
+        >>> import backbones
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
+        >>> m.enable_remat()
+        >>> m.remat_enabled
+        True
+        """
+        for block in self.transformer_layers:
+            remat.remat_block(block)
+        self._remat_enabled = True
+
+    def quantize(self, mode, config=None, **kwargs):
+        """Quantizes the frozen base to int8 (weight-only), one layer at a time.
+
+        Every Dense and Embedding kernel becomes int8 with a float32 scale per
+        output channel: half the memory of bfloat16, a quarter of float32.
+        Activations stay in the compute dtype. Meant for a base under LoRA
+        (`enable_lora` before or after): the int8 weights cannot train, the
+        LoRA matrices stay float32. A quantized backbone saves adapters
+        (`save_lora_weights`, loadable into the unquantized base too), not
+        presets. See `backbones.quantize`.
+
+        Args:
+            mode: str. `"int8"`, the only mode.
+
+        Example:
+        >>> import backbones
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
+        >>> m.quantize("int8"); m.enable_lora(2)
+        >>> m.quantized, m.token_embedding.embeddings.dtype
+        (True, 'int8')
+        """
+        # `config`: Keras's wrapper of every layer's quantize passes its default
+        # int8 config (which quantizes activations too); the mode is what counts.
+        quantize.quantize_backbone(self, mode)
+
+    @property
+    def quantized(self):
+        """True when some layer holds quantized weights (see `quantize`)."""
+        return any(getattr(layer, "_is_quantized", False) for layer in self._flatten_layers(include_self=False))
+
+    @property
+    def remat_enabled(self):
+        """True after `enable_remat()`."""
+        return getattr(self, "_remat_enabled", False)
 
     def save_lora_weights(self, filepath):
         """Saves only the LoRA matrices (a small safetensors file).

@@ -40,3 +40,7 @@ class LoRAError(BackboneLabError):
 
 class UnknownArgumentError(BackboneLabError, TypeError):
     """A keyword argument the backbone class does not take (e.g. a typo in a `from_preset` override)."""
+
+
+class QuantizationError(BackboneLabError):
+    """An unsupported quantization mode, or an operation a quantized backbone cannot do."""

@@ -78,9 +78,22 @@ def enable(backbone, spec):
             layer.bias.trainable = False  # Keras leaves biases trainable; PEFT does not train them
 
 
+# Weights that int8 quantization adds (one scale per output channel): an adapter
+# trained over a quantized base loads into the unquantized one and back.
+_NOT_ARCHITECTURE = ("lora_kernel", "kernel_scale", "embeddings_scale")
+
+
 def fingerprint(backbone):
-    """A hash of the backbone class and the shapes of its (non-LoRA) weights."""
-    shapes = [list(w.shape) for w in backbone.weights if "lora_kernel" not in w.name]
+    """A hash of the backbone class and the shapes of its (non-LoRA, non-quantization) weights."""
+    weights = [w for w in backbone.weights if not w.name.startswith(_NOT_ARCHITECTURE)]
+    # Quantizing a layer re-creates its kernel after its bias: each layer's kernel
+    # goes first again, so the order (and the hash) is that of the float layer.
+    first = {}
+    for i, w in enumerate(weights):
+        first.setdefault(w.path.rpartition("/")[0], i)
+    order = sorted(range(len(weights)), key=lambda i: (
+        first[weights[i].path.rpartition("/")[0]], weights[i].name not in ("kernel", "embeddings"), i))
+    shapes = [list(weights[i].shape) for i in order]
     payload = json.dumps([type(backbone).__name__, shapes])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

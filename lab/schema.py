@@ -22,6 +22,7 @@ class BackboneConfig:
     dtype: Optional[str] = None  # null: the preset's own dtype
     trainable: bool = True
     load_weights: bool = True
+    quantize: Optional[str] = None  # null | int8 (weight-only int8 frozen base under LoRA)
 
 
 @dataclass
@@ -73,7 +74,8 @@ class TrainerConfig:
     max_steps: Optional[int] = None  # stop after this many optimizer steps
     batch_size: int = 16
     sequence_length: int = 64
-    jit_compile: bool = True
+    jit_compile: Optional[bool] = None  # null: tasks.task.default_jit_compile (XLA for float32 on CPU)
+    remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
@@ -85,7 +87,9 @@ class TrackingConfig:
     uri: Optional[str] = None  # null: sqlite:///<cwd>/mlflow.db, artifacts in <cwd>/mlruns
     experiment: str = "backbone-lab"
     run_name: Optional[str] = None
-    log_preset: bool = True
+    # What a run saves as its model (lab/artifacts.py): adapter | merged | both | none.
+    save: str = "adapter"
+    log_preset: Optional[bool] = None  # replaced by `save`: set, it fails with a message saying how
     reproduce_of: Optional[str] = None  # set by scripts/reproduce.py
 
 
@@ -111,7 +115,9 @@ CHOICES = {
     "optimizer.name": ("adamw", "adam", "sgd"),
     "optimizer.schedule": ("constant", "linear", "cosine"),
     "task.metric_mode": ("max", "min"),
+    "tracking.save": ("adapter", "merged", "both", "none"),
     "backbone.dtype": (None, "float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"),
+    "backbone.quantize": (None, "int8"),  # backbones.quantize.MODES
 }
 
 
@@ -143,6 +149,19 @@ def validate(cfg):
                 "Set data.num_classes=K (task.num_classes follows it) or task.num_classes=K.")
         if cfg.data.label_column is None:
             raise ConfigError("data.label_column is null, but task=classifier needs labels.")
+    if cfg.tracking.get("log_preset") is not None:
+        raise ConfigError(
+            f"tracking.log_preset={cfg.tracking.log_preset} was replaced by tracking.save: adapter (the default: "
+            "a LoRA run saves its adapter, head and a record of its base; a full fine-tune its preset), merged "
+            "(the merged preset), both, or none (no model; what log_preset=false did). Remove "
+            "tracking.log_preset from the command or config and set tracking.save instead.")
+    if cfg.backbone.quantize:
+        if cfg.lora.rank is None and cfg.backbone.trainable:
+            raise ConfigError(f"backbone.quantize={cfg.backbone.quantize}: int8 weights cannot train. Set "
+                              "lora.rank=R (LoRA over the quantized base) or backbone.trainable=false.")
+        if cfg.backbone.dtype in ("float16", "mixed_float16"):
+            raise ConfigError(f"backbone.quantize={cfg.backbone.quantize} with backbone.dtype={cfg.backbone.dtype}: "
+                              "Keras's int8 layers do not compute in float16. Use bfloat16 or float32.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:

@@ -181,27 +181,10 @@ def log_parameter_counts(model):
     return total, trainable
 
 
-def log_artifacts(task, backbone, output_dir, log_preset=True):
-    """Saves the task preset (and the LoRA adapter) under `output_dir` and logs them."""
-    import mlflow
-
-    output_dir = Path(output_dir)
-    saved = {}
-    if log_preset:
-        saved["preset"] = output_dir / "preset"
-        task.save_to_preset(saved["preset"])
-        mlflow.log_artifacts(str(saved["preset"]), "preset")
-    if backbone.lora_spec is not None:
-        saved["lora"] = output_dir / "lora" / "adapter.lora.safetensors"
-        backbone.save_lora_weights(saved["lora"])
-        mlflow.log_artifact(str(saved["lora"]), "lora")
-    return saved
-
-
 def print_summary(cfg, run_id, value, artifacts):
     uri = tracking_uri(cfg.tracking)
     lines = [f"{cfg.task.metric} = {value:.4f}", f"MLflow run {run_id} in {uri}"]
-    lines += [f"{name}: {path}" for name, path in artifacts.items()]
+    lines += [f"saved {name}/ ({size / 1e6:.3g} MB, written once): {where}" for name, (where, size) in artifacts.items()]
     if uri.startswith("sqlite:///"):
         lines.append(f"Open it: mlflow ui --backend-store-uri {uri}")
     else:

@@ -35,6 +35,9 @@ def main():
         config = yaml.safe_load(Path(client.download_artifacts(args.run_id, "config.yaml", tmp)).read_text())
         config["tracking"]["uri"] = args.tracking_uri if config["tracking"]["uri"] is None else config["tracking"]["uri"]
         config["tracking"]["reproduce_of"] = args.run_id
+        # Runs from before tracking.save had log_preset (now a config error): what they save does not
+        # change their metrics, so the reproduction saves per tracking.save's default.
+        config["tracking"].pop("log_preset", None)
         config["defaults"] = ["train_schema", {"hydra": "default"}, "_self_"]
         (Path(tmp) / "reproduce.yaml").write_text(yaml.safe_dump(config))
         command = [sys.executable, str(ROOT / "train.py"), "--config-dir", tmp, "--config-name", "reproduce"]

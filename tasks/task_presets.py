@@ -74,4 +74,13 @@ def load_head_weights(task, directory):
                 f"{tuple(variable.shape)} (was num_classes changed?). For a new head on this "
                 "backbone, build the task on backbones.Backbone.from_preset(<preset>)."
             )
-        variable.assign(stored[name])
+        variable.assign(_typed(stored[name], variable))
+
+
+def _typed(value, variable):
+    """h5py keeps bfloat16 (an ml_dtypes type) as opaque 2-byte records: read them as the variable's dtype."""
+    if value.dtype.kind != "V":
+        return value
+    import ml_dtypes
+
+    return value.view(getattr(ml_dtypes, variable.dtype))

@@ -19,23 +19,28 @@ class TiedEmbeddingLogits(keras.layers.Layer):
         self._convert_input_args = False  # keep each dtype; the cast below is explicit
         self.built = True
 
-    def compute_output_spec(self, hidden_states, embeddings):
+    def compute_output_spec(self, hidden_states, embeddings, scale=None):
         # Declared, not traced: JAX cannot trace a Keras Variable passed as an argument.
         return keras.KerasTensor(tuple(hidden_states.shape[:-1]) + (embeddings.shape[0],), hidden_states.dtype)
 
-    def call(self, hidden_states, embeddings):
+    def call(self, hidden_states, embeddings, scale=None):
         # A matmul, not einsum("...h,vh->...v"): TensorFlow's gradient of an einsum
         # with an ellipsis on one operand only materialises a (..., vocabulary, hidden)
         # tensor (8.6 GB and 30 s per step at batch 8 x 128, V=8192, d=256);
         # matmul of a rank-3 by a rank-2 tensor is one 2-D matmul and its gradient.
-        return ops.matmul(hidden_states, ops.transpose(ops.cast(embeddings, hidden_states.dtype)))
+        logits = ops.matmul(hidden_states, ops.transpose(ops.cast(embeddings, hidden_states.dtype)))
+        if scale is not None:  # int8 embeddings: row v is stored as round(e_v * scale_v)
+            logits = logits * ops.cast(1.0 / scale, logits.dtype)
+        return logits
 
 
 _TIED_LOGITS = TiedEmbeddingLogits(name="tied_embedding_logits")
 
 
 def tied_logits(hidden_states, embedding):
-    """Logits `(..., vocabulary_size)` of `hidden_states` through the Embedding layer `embedding`.
+    """Logits `(..., vocabulary_size)` of `hidden_states` through the Embedding layer `embedding`
+    (also an int8-quantized one: its rows are rescaled after the matmul, so the
+    float embeddings are never materialised beyond one cast of the int8 table).
 
     Example:
     >>> import keras, numpy as np
@@ -46,4 +51,6 @@ def tied_logits(hidden_states, embedding):
     if not isinstance(hidden_states, keras.KerasTensor):
         hidden_states = ops.convert_to_tensor(hidden_states)  # the layer takes tensors only
     # The variable goes as a keyword: Keras accepts only tensors positionally (JAX, torch).
+    if getattr(embedding, "quantization_mode", None) == "int8":
+        return _TIED_LOGITS(hidden_states, embeddings=embedding.embeddings, scale=embedding.embeddings_scale)
     return _TIED_LOGITS(hidden_states, embeddings=embedding.embeddings)

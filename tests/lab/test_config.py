@@ -66,6 +66,11 @@ def test_typos_and_wrong_types_fail_at_composition(override, message):
     (["backbone.dtype=float8"], "backbone.dtype"),
     (["data=local", "data.num_classes=2"], "data.path"),
     (["data.validation_fraction=1.5"], "validation_fraction"),
+    (["tracking.save=adapters"], "tracking.save"),
+    (["tracking.log_preset=false"], "tracking.log_preset=False was replaced by tracking.save"),  # the old key
+    (["backbone.quantize=int4", "lora.rank=4"], "backbone.quantize='int4' is not one of"),
+    (["backbone.quantize=int8"], "int8 weights cannot train. Set lora.rank"),
+    (["backbone.quantize=int8", "lora.rank=4", "backbone.dtype=float16"], "do not compute in float16"),
 ])
 def test_impossible_values_fail_validation(override, message):
     try:

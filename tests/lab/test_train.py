@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import backbones
+from lab import artifacts as artifacts_lib
+
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["debug=fast", "trainer.sequence_length=24"]
 
@@ -61,22 +64,40 @@ def test_default_run_logs_everything_and_artifacts_load_back(tmp_path):
     history = c.get_metric_history(run.info.run_id, "step_loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5]  # debug=fast: 5 steps, logged every step
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "hydra", "preset", "lora"} <= artifacts
+    assert {"config.yaml", "hydra", "model"} <= artifacts and "preset" not in artifacts
+    assert "saved model/" in result.stdout
 
-    import backbones
+    # Disk: the adapter, head and logs, written once; no copy of the base weights (the tiny preset's
+    # model.weights.h5 alone is > 20x the model/ files, so one copy anywhere fails this).
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    model_bytes = sum(p.stat().st_size for p in files if p.parent.name == "model")
+    logs = [p for p in files if p.name == "mlflow.db" or p.suffix in (".yaml", ".log", ".txt", ".json")]
+    other = [p for p in files if p.parent.name != "model" and p not in logs]
+    assert other == [] and not list(tmp_path.glob(".checkpoints/*"))
+    assert model_bytes * 20 < (backbones.handles.resolve_preset("gpt2_tiny_en") / "model.weights.h5").stat().st_size
+    assert sum(p.stat().st_size for p in files) <= 2 * model_bytes + sum(p.stat().st_size for p in logs)
+
+    task = artifacts_lib.load_run_model(run.info.run_id, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert type(task).__name__ == "TextClassifier" and task.backbone.lora_spec.rank == 4
+    assert task.predict(["The movie was great."], verbose=0).shape == (1, 2)
+
+
+def test_merged_and_both_save_one_preset_copy(tmp_path):
+    train(tmp_path, "-m", *FAST, "lora.rank=2", "tracking.save=merged,both", "trainer.checkpoint=false")
+    children = {r.data.params["tracking.save"]: r for r in runs(tmp_path) if r.data.tags.get("mlflow.parentRunId")}
+    c = client(tmp_path)
+    assert {a.path for a in c.list_artifacts(children["merged"].info.run_id)} >= {"preset"}
+    assert "model" not in {a.path for a in c.list_artifacts(children["merged"].info.run_id)}
+    assert {a.path for a in c.list_artifacts(children["both"].info.run_id)} >= {"preset", "model"}
+    assert len(list(tmp_path.rglob("model.weights.h5"))) == 2  # one per run: nothing in multirun/, no second copy
+
     import tasks
 
-    local = Path(c.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
-    task = tasks.Task.from_preset(local / "preset")
-    assert type(task).__name__ == "TextClassifier"
-    probs = task.predict(["The movie was great."], verbose=0)
-    assert probs.shape == (1, 2)
-    backbone = backbones.Backbone.from_preset("gpt2_tiny_en")
-    backbone.load_lora_weights(local / "lora" / "adapter.lora.safetensors")
-    assert backbone.lora_spec.rank == 4
-    # The merged preset's backbone equals base + adapter.
-    x = {"token_ids": np.array([[5, 6, 7]]), "padding_mask": np.ones((1, 3), "int32")}
-    np.testing.assert_allclose(task.backbone(x).numpy(), backbone(x).numpy(), atol=1e-5)
+    both = Path(c.get_run(children["both"].info.run_id).info.artifact_uri.removeprefix("file://"))
+    merged = tasks.Task.from_preset(both / "preset")
+    adapter = artifacts_lib.load_run_model(both)  # base + adapter + head
+    texts = ["The movie was great.", "Dull."]
+    np.testing.assert_allclose(merged.predict(texts, verbose=0), adapter.predict(texts, verbose=0), atol=1e-5)
 
 
 def test_grid_sweep_is_one_parent_with_a_child_per_job(tmp_path):
@@ -103,7 +124,7 @@ def test_every_family_trains_through_train_py(tmp_path):
     children = [r for r in runs(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
     assert sorted(r.data.params["backbone.preset"] for r in children) == [
         "bert_tiny_random_en", "gemma_tiny_en", "llama_tiny_en"]
-    assert all(r.info.status == "FINISHED" and "lora" in {a.path for a in client(tmp_path).list_artifacts(r.info.run_id)}
+    assert all(r.info.status == "FINISHED" and "model" in {a.path for a in client(tmp_path).list_artifacts(r.info.run_id)}
                for r in children)
 
 
@@ -145,8 +166,10 @@ def test_reproduce_matches_exactly_with_determinism(tmp_path):
     assert len(again) == 1
 
 
-def test_killed_run_resumes_to_the_same_metrics(tmp_path):
-    args = ["trainer.epochs=6", "trainer.batch_size=8", "data.max_train_samples=400",
+@pytest.mark.parametrize("lora", [[], ["lora.rank=2"]], ids=["full", "lora"])
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, lora):
+    """A full fine-tune's checkpoint holds every variable; a LoRA run's only what changes (on the same base)."""
+    args = [*lora, "trainer.epochs=6", "trainer.batch_size=8", "data.max_train_samples=400",
             "data.max_validation_samples=64", "trainer.deterministic=true", "trainer.jit_compile=false",
             "trainer.sequence_length=24"]
     proc = train(tmp_path, *args, quiet=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -162,7 +185,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     (killed,) = runs(tmp_path)
     assert killed.info.status == "KILLED"
     state = json.loads(next(tmp_path.glob(".checkpoints/*/state.json")).read_text())
-    assert 1 <= state["epoch"] < 6
+    assert 1 <= state["epoch"] < 6 and state["scope"] == ("trainable" if lora else "all")
 
     result = train(tmp_path, *args)
     assert f"Resuming MLflow run {killed.info.run_id}" in result.stdout
@@ -216,13 +239,35 @@ def test_logs_to_a_real_mlflow_server(tmp_path):
             except OSError:
                 assert time.time() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
-        train(tmp_path, *FAST, "tracking=server", f"tracking.uri={uri}", "tracking.log_preset=false")
+        result = train(tmp_path, *FAST, "tracking=server", f"tracking.uri={uri}", "lora.rank=2")
         import mlflow
 
         c = mlflow.MlflowClient(uri)
         (run,) = c.search_runs([c.get_experiment_by_name("backbone-lab").experiment_id])
         assert run.info.status == "FINISHED" and "final_val_accuracy" in run.data.metrics
-        assert "config.yaml" in {a.path for a in c.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "model"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
+        # A remote artifact store: the model is uploaded from a temporary directory, deleted after.
+        assert "saved model/" in result.stdout and "mlflow-artifacts:" in result.stdout
+        assert not [p for p in tmp_path.rglob("*") if p.name == "adapter.lora.safetensors"
+                    and "artifacts" not in p.relative_to(tmp_path).parts[0]]
+        task = artifacts_lib.load_run_model(run.info.run_id, tracking_uri=uri, dst_dir=tmp_path / "dl")
+        assert task.backbone.lora_spec.rank == 2 and (tmp_path / "dl" / "model" / "adapter.lora.safetensors").is_file()
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_gemma_2b_lora_run_writes_its_adapter_not_the_base(tmp_path, monkeypatch):
+    """The headline run (~14 GB RAM, minutes; run under `flock /tmp/bigmem.lock`): its model is a few MB
+    on disk, not 5 GB twice. Needs the fixture: python scripts/make_scale_checkpoint.py gemma_2b."""
+    cache = Path(os.environ.get("HF_HUB_CACHE", Path.home() / ".cache" / "huggingface" / "hub"))
+    if not (cache / "models--google--gemma-2b").is_dir():
+        pytest.skip(f"no google/gemma-2b in {cache}: python scripts/make_scale_checkpoint.py gemma_2b")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train(tmp_path, "backbone=gemma_2b", "lora.rank=4", "debug=fast", "optimizer.clipnorm=null")
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    model_bytes = sum(p.stat().st_size for p in files if p.parent.name == "model")
+    logs = sum(p.stat().st_size for p in files if p.name == "mlflow.db" or p.suffix in (".yaml", ".log", ".txt", ".json"))
+    assert model_bytes < 20e6
+    assert sum(p.stat().st_size for p in files) <= 2 * model_bytes + logs
