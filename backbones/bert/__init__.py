@@ -1,8 +1,15 @@
-"""BERT family: backbone, layers, WordPiece tokenizer, presets, transformers converter."""
+"""BERT family: backbone, layers, WordPiece tokenizer, presets, converters.
 
-from backbones.bert import convert_hf, convert_keras_hub  # noqa: F401  (register the converters)
-from backbones.bert.backbone import BertBackbone
-from backbones.bert.presets import PRESETS
-from backbones.registry import register_presets
+Its facts and presets (`family.py`) are registered by `import backbones`
+without keras; `backbones.load()` imports its Keras modules.
+"""
 
-register_presets(PRESETS, BertBackbone)
+
+def __getattr__(name):
+    # `from backbones.bert import BertBackbone`: the Keras class, imported on first use.
+    if name == "BertBackbone":
+        import backbones
+
+        backbones.load()
+        return backbones.BertBackbone
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

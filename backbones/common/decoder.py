@@ -9,11 +9,7 @@ from backbones.common.dense import Dense
 from backbones.common.attention import GroupedQueryAttention, decoder_attention_mask
 from backbones.common.rms_norm import RMSNormalization
 
-# `Backbone.lora_target_layers` of the families built from this block.
-LORA_TARGET_LAYERS = {
-    "query": ("query",), "key": ("key",), "value": ("value",),
-    "attention_output": ("attention_output",), "ffn": ("ffn_gate", "ffn_intermediate", "ffn_output"),
-}
+# The LoRA target names of this block's layers: `common.facts.DECODER_LORA_TARGETS`.
 
 # The gate's activation: SwiGLU (Llama) or GeGLU with tanh GELU (Gemma).
 ACTIVATIONS = {
