@@ -13,8 +13,8 @@ from lab import artifacts
 TEXTS = ["a great film", "an awful film", "fine", "so dull"]
 
 
-def trained_lora_task(task_class=tasks.TextClassifier, dtype="float32", **kwargs):
-    backbone = backbones.Backbone.from_preset("gpt2_tiny_en", dtype=dtype)
+def trained_lora_task(task_class=tasks.TextClassifier, dtype="float32", quantize=None, **kwargs):
+    backbone = backbones.Backbone.from_preset("gpt2_tiny_en", dtype=dtype, quantize=quantize)
     backbone.enable_lora(2)
     task = task_class(backbone, sequence_length=16, **kwargs)
     task.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
@@ -50,6 +50,15 @@ def test_lora_run_logs_once_and_rebuilds_the_same_predictions(tmp_path):
 
     again = artifacts.load_run_model(run.info.run_id, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert type(again) is tasks.TextClassifier and again.backbone.lora_spec == task.backbone.lora_spec
+    np.testing.assert_array_equal(again.predict(TEXTS, verbose=0), task.predict(TEXTS, verbose=0))
+
+
+def test_int8_lora_run_rebuilds_its_quantized_base_with_the_same_predictions(tmp_path):
+    task, base = trained_lora_task(dtype="bfloat16", quantize="int8", num_classes=2)
+    assert base.to_dict()["quantize"] == "int8"
+    artifacts.save_run_model(task, base, "adapter", tmp_path)
+    again = artifacts.load_run_model(tmp_path)  # the base quantized as it loads, then the adapter
+    assert again.backbone.quantized and again.backbone.token_embedding.embeddings.dtype == "int8"
     np.testing.assert_array_equal(again.predict(TEXTS, verbose=0), task.predict(TEXTS, verbose=0))
 
 
