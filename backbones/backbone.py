@@ -371,13 +371,18 @@ class Backbone(keras.Model):
     def quantize(self, mode, config=None, **kwargs):
         """Quantizes the frozen base to int8 (weight-only), one layer at a time.
 
-        Every Dense and Embedding kernel becomes int8 with a float32 scale per
+        Every Dense and Embedding kernel becomes int8 with a scale per
         output channel: half the memory of bfloat16, a quarter of float32.
         Activations stay in the compute dtype. Meant for a base under LoRA
         (`enable_lora` before or after): the int8 weights cannot train, the
         LoRA matrices stay float32. A quantized backbone saves adapters
         (`save_lora_weights`, loadable into the unquantized base too), not
         presets. See `backbones.quantize`.
+
+        On a loaded backbone the float model was held first (and TensorFlow
+        keeps the freed memory for later tensors): to load a checkpoint as
+        int8, `from_preset(preset, quantize="int8")` quantizes each layer as
+        it is read and peaks at about the int8 size.
 
         Args:
             mode: str. `"int8"`, the only mode.
