@@ -135,3 +135,25 @@ def register_keras_hub_converter(class_name):
 def closest(name, candidates, n=3):
     """The closest candidate names to `name`, best first (for error hints)."""
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+
+
+def lazy_classes(module_name, *class_names):
+    """A family package's module `__getattr__`: `from backbones.gpt2 import
+    GPT2Backbone` imports the Keras side (`backbones.load()`) on first use,
+    so that importing the package itself stays keras-free.
+
+    Example:
+    >>> getter = lazy_classes("backbones.gpt2", "GPT2Backbone")
+    >>> getter("GPT2Backbone").__name__
+    'GPT2Backbone'
+    """
+
+    def __getattr__(name):
+        if name in class_names:
+            import backbones
+
+            backbones.load()
+            return getattr(backbones, name)
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__

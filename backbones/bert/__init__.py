@@ -4,12 +4,6 @@ Its facts and presets (`family.py`) are registered by `import backbones`
 without keras; `backbones.load()` imports its Keras modules.
 """
 
+from backbones.registry import lazy_classes
 
-def __getattr__(name):
-    # `from backbones.bert import BertBackbone`: the Keras class, imported on first use.
-    if name == "BertBackbone":
-        import backbones
-
-        backbones.load()
-        return backbones.BertBackbone
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_classes(__name__, "BertBackbone")
