@@ -466,11 +466,12 @@ def fmt_targets(results, sizes):
         out.append(f"| {size} | {task} | {target} | {value} | {'yes' if ok else 'no'} |")
 
     for size in sizes:
-        for task in ("causal_lm", "classifier"):
-            ours = best(results, (size, task, "ours"))
+        for task, impl in ((t, i) for t in ("causal_lm", "classifier") for i in ("ours", "ours_alt")):
+            ours = best(results, (size, task, impl))
             if ours is None:
                 continue
-            kh, pf = best(results, (size, task, "keras_hub")), best(results, (size, task, "peft"))
+            task = f"{task}, ours {'XLA' if ours.get('jit_compile') else 'no XLA'}"
+            kh, pf = (best(results, (size, task.split(",")[0], i)) for i in ("keras_hub", "peft"))
             theirs = [r for r in (kh, pf) if r]
             if theirs:
                 low = min(r["peak_rss_bytes"] for r in theirs)
@@ -485,8 +486,8 @@ def fmt_targets(results, sizes):
             if kh:
                 line(size, task, "load <= keras-hub", f"{ours['load_s']:.1f} vs {kh['load_s']:.1f} s",
                      ours["load_s"] <= kh["load_s"])
-            alt = best(results, (size, task, "ours_alt"))
-            if alt and alt.get("tokens_per_s") and ours.get("tokens_per_s"):
+            alt = best(results, (size, task.split(",")[0], "ours_alt"))
+            if impl == "ours" and alt and alt.get("tokens_per_s") and ours.get("tokens_per_s"):
                 on, off = (ours, alt) if ours.get("jit_compile") else (alt, ours)
                 out.append(f"| {size} | {task} | item 6: XLA / no XLA (ours) | tokens/s {on['tokens_per_s'] / off['tokens_per_s']:.2f}x, "
                            f"peak RSS {on['peak_rss_bytes'] / off['peak_rss_bytes']:.2f}x, first step "
@@ -497,7 +498,7 @@ def fmt_targets(results, sizes):
         if job and "error" not in job and pf:
             line(size, "causal_lm", "train.py job wall <= PEFT load + same steps (its process wall)",
                  f"{job['wall_s']:.0f} vs {pf['wall_s']:.0f} s", job["wall_s"] <= pf["wall_s"])
-            ours = best(results, (size, "causal_lm", "ours"))
+            ours = best(results, (size, "causal_lm", "ours")) or best(results, (size, "causal_lm", "ours_alt"))
             if ours and job.get("write_bytes") is not None:
                 line(size, "causal_lm", "train.py job writes <= 2x the adapter + logs",
                      f"{mb(job['write_bytes'])} MB written, {mb(job['saved_bytes'])} MB left in the run dir, "
@@ -507,6 +508,8 @@ def fmt_targets(results, sizes):
 
 def machine():
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    model += " (" + (", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags) or "no AVX-512") + ")"
     versions = subprocess.run(
         [sys.executable, "-c", "import keras, keras_hub, peft, tensorflow, torch, transformers; print("
          "f'TensorFlow {tensorflow.__version__}, Keras {keras.__version__}, keras-hub {keras_hub.__version__}, "
@@ -528,7 +531,7 @@ def plan(args):
     for size in sizes:
         variants += [(size, "causal_lm", i) for i in impls if i != "train_py"]
         if size in args.classifier_sizes.split(","):
-            variants += [(size, "classifier", i) for i in impls if i in ("ours", "peft")]
+            variants += [(size, "classifier", i) for i in impls if i in ("ours", "ours_alt", "peft")]
         if "train_py" in impls and size in args.job_sizes.split(","):
             variants.append((size, "causal_lm", "train_py"))
     return sizes, variants
@@ -551,17 +554,21 @@ def main():
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per child")
     parser.add_argument("--keep", action="store_true", help="keep the train.py job's run directory")
     parser.add_argument("--quick", action="store_true", help="GPT-2 base, ours / keras-hub / PEFT, 2 timed steps")
-    parser.add_argument("--json", help="write every raw measurement here")
+    parser.add_argument("--json", help="write every raw measurement here (after each child)")
+    parser.add_argument("--report", help="comma-separated --json files of earlier runs: print their merged report, run nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return run_child(json.loads(args.child))
+    if args.report:
+        return print_report(*load_reports(args.report.split(",")))
     if args.quick:
         args.sizes, args.steps = "gpt2_base", args.steps or 2
         args.impls = "ours,keras_hub,peft"
 
     started, load_before = time.time(), os.getloadavg()
-    print(f"# python {' '.join(sys.argv)}\n# {machine()}\n# load average before: "
+    header = machine()
+    print(f"# python {' '.join(sys.argv)}\n# {header}\n# load average before: "
           f"{' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
     sizes, variants = plan(args)
     ensure_checkpoints(sizes, args.cache_dir)
@@ -579,20 +586,40 @@ def main():
                   f"first step {sec(r.get('first_step_s')):>5} s  RSS {gb(r['peak_rss_bytes'])} GB  "
                   f"written {mb(r['write_bytes'])} MB  wall {r['wall_s']:.0f} s"
                   + (f"  FAILED: {r['error'].splitlines()[-1][:200]}" if "error" in r else ""), flush=True)
+            if args.json:  # after every child: a stopped run keeps what it measured
+                Path(args.json).write_text(json.dumps({"argv": sys.argv, "machine": header, "load_before": load_before,
+                                                       "runs": {"/".join(k): v for k, v in results.items()}}, indent=1))
+    print_report(sizes, variants, results, load_before, started)
 
+
+def load_reports(paths):
+    results, sizes = {}, []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        print(f"# {path}: python {' '.join(data['argv'])}\n# {data['machine']}")
+        for key, runs in data["runs"].items():
+            v = tuple(key.split("/"))
+            results.setdefault(v, []).extend(runs)
+            sizes += [v[0]] if v[0] not in sizes else []
+    sizes = [s for s in SIZES if s in sizes]
+    variants = sorted(results, key=lambda v: (list(SIZES).index(v[0]), v[1] != "causal_lm", v[2] == "train_py"))
+    return sizes, variants, results, None, None
+
+
+def print_report(sizes, variants, results, load_before, started):
     report = [f"batch {BATCH}, length {LENGTH}, LoRA rank {RANK} on q/v (GPT-2 in PEFT: c_attn = q, k, v)", "",
               fmt_table(results, variants), "", "How it grows with size (causal LM):", "",
               fmt_growth(results, sizes), "", "Targets (issue 10):", "", fmt_targets(results, sizes), "",
-              f"load average: {' '.join(f'{x:.2f}' for x in load_before)} before, "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} after; wall time {(time.time() - started) / 60:.1f} min"]
+              f"load average of each child at its end: " + ", ".join(
+                  f"{v[0]}/{v[1]}/{v[2]} {r['load_average']:.1f}" for v in variants for r in results[v] if "load_average" in r)]
+    if started:
+        report.append(f"load average: {' '.join(f'{x:.2f}' for x in load_before)} before, "
+                      f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} after; wall time {(time.time() - started) / 60:.1f} min")
     for v in variants:
         for r in results[v]:
             if v[2] == "train_py":
                 report.append(f"train.py job ({v[0]}): `{r.get('command')}`; largest files left: {r.get('run_files')}")
     print("\n" + "\n".join(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv, "machine": machine(),
-                                               "runs": {"/".join(k): v for k, v in results.items()}}, indent=1))
 
 
 if __name__ == "__main__":
