@@ -4,11 +4,13 @@
     python train.py backbone=gemma_2b lora.rank=4     # any preset, LoRA rank 4
     python train.py -m lora.rank=2,4,8 optimizer.learning_rate=1e-4,3e-4   # a grid sweep
     python train.py debug=fast                        # a few steps end to end
+    python train.py +check=true                       # only the pre-flight check (about a second)
 
 Returns the validation metric named by `task.metric` (what sweeps optimise).
 """
 
 import gc
+import os
 import sys
 
 import hydra
@@ -16,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lab import schema
+from lab import console, preflight, schema
 from lab.errors import report_user_errors
 
 schema.register()
@@ -25,9 +27,13 @@ schema.register()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float:
-    schema.validate(cfg)  # before any heavy import: a bad key fails in a second
     hydra_cfg = HydraConfig.get()
+    checked = preflight.check(cfg, hydra_cfg.runtime.output_dir)  # before TensorFlow and MLflow: fails in a second
+    if cfg.get("check"):
+        print("\n".join(["Pre-flight check passed:", *checked]))
+        return None
     print(OmegaConf.to_yaml(cfg, resolve=True))
+    console.quiet_start(verbose=bool(hydra_cfg.verbose) or os.environ.get("HYDRA_FULL_ERROR") == "1")
 
     import keras
     import mlflow
@@ -36,11 +42,11 @@ def main(cfg: DictConfig) -> float:
     from lab import artifacts, checkpoint, data, sweep, tracking, training
     from lab.tasks import build_task, task_arrays
 
-    schema.check_lora_fits(backbones.registry.preset_class(cfg.backbone.preset), cfg.lora)
     checkpoint_dir = checkpoint.directory_for(cfg)
     state = checkpoint.read_state(checkpoint_dir) if cfg.trainer.checkpoint else None
     parent = sweep.parent_run_id(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    with tracking.run(cfg.tracking, run_id=state and state["run_id"], parent_run_id=parent) as run:
+    with tracking.run(cfg.tracking, run_id=state and state["run_id"], parent_run_id=parent,
+                      job_num=parent and hydra_cfg.job.num, checkpoint_dir=cfg.trainer.checkpoint and checkpoint_dir) as run:
         run_id = run.info.run_id
         if state:
             print(f"Resuming MLflow run {run_id} from its epoch-{state['epoch']} checkpoint in {checkpoint_dir}")
@@ -84,7 +90,9 @@ def main(cfg: DictConfig) -> float:
             callbacks.append(keras.callbacks.EarlyStopping(cfg.task.metric, patience=cfg.trainer.early_stopping_patience,
                                                            mode=cfg.task.metric_mode, restore_best_weights=True))
         # shuffle=False: EpochBatches shuffles per (seed, epoch), so a resumed run sees the same order.
+        # steps_per_epoch: a run stopped by max_steps in its first epoch shows "5/5", not "8/8".
         task.fit(train_batches, validation_data=val_batches, epochs=cfg.trainer.epochs, initial_epoch=start_epoch,
+                 steps_per_epoch=min(len(train_batches), cfg.trainer.max_steps or len(train_batches)),
                  callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
 
         gc.collect()  # finalise the data generator of a run stopped mid-epoch (max_steps) while Python is alive

@@ -1,25 +1,64 @@
 """Backbone Lab backbones: the `Backbone` base class, presets, LoRA, families.
 
-Importing this package imports every family sub-package, which registers
-its backbone class, presets and converter; adding a family edits nothing here.
+`import backbones` is light (no keras): it registers every family's facts
+and presets (each family folder's `family.py`), which is all that checking a
+config needs (`backbones.preset_facts`). The first use of a class
+(`backbones.Backbone`, `backbones.GPT2Backbone`, `Backbone.from_preset`)
+runs `load()`, which imports keras and every family's Keras modules, which
+register their classes and converters. Adding a family edits nothing here.
 """
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ info logs
+from backbones import registry
+from backbones.errors import (  # noqa: F401
+    BackboneLabError, ConversionError, LoRAError, PresetChecksumError, PresetClassMismatchError,
+    PresetDownloadError, PresetFormatError, PresetNotFoundError, QuantizationError, UnknownArgumentError,
+)
 
 __version__ = "0.1.0"
 
-from backbones.backbone import Backbone  # noqa: E402
-from backbones.errors import (  # noqa: E402,F401
-    BackboneLabError, ConversionError, LoRAError, PresetChecksumError, QuantizationError,
-    PresetClassMismatchError, PresetDownloadError, PresetFormatError, PresetNotFoundError,
-)
-from backbones.tokenizer import Tokenizer  # noqa: E402,F401
+for _package in pkgutil.iter_modules(__path__):
+    if _package.ispkg and importlib.util.find_spec(f"{__name__}.{_package.name}.family"):
+        _module = importlib.import_module(f"{__name__}.{_package.name}.family")
+        registry.register_family(_module.FAMILY, f"{__name__}.{_package.name}")
 
-for _family in pkgutil.iter_modules(__path__):
-    if _family.ispkg:
-        _module = importlib.import_module(f"{__name__}.{_family.name}")
-        globals().update({n: getattr(_module, n) for n in dir(_module) if n.endswith("Backbone")})
+_loaded = False
+
+
+def load():
+    """Imports the Keras side: the base class and every family's modules.
+
+    Idempotent; `Backbone.from_preset` and the first access to a class
+    attribute of this package call it.
+
+    Example:
+    >>> import backbones
+    >>> backbones.load()
+    >>> "GPT2Backbone" in backbones.registry.BACKBONE_CLASSES
+    True
+    """
+    global _loaded
+    if _loaded:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ info logs
+    from backbones.backbone import Backbone
+    from backbones.tokenizer import Tokenizer
+
+    for family in registry.FAMILIES.values():
+        for module in family.modules:
+            importlib.import_module(f"{family.package}.{module}")
+    globals().update(Backbone=Backbone, Tokenizer=Tokenizer, **registry.BACKBONE_CLASSES)
+    _loaded = True
+
+
+def __getattr__(name):
+    # Only reached for names not set yet: the classes, before `load()`.
+    if name in ("Backbone", "Tokenizer") or name.endswith("Backbone"):
+        load()
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

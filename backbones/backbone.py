@@ -3,13 +3,16 @@
 import concurrent.futures
 import contextlib
 import contextvars
+import inspect
 
 import keras
 
+import backbones
 from backbones import lora, preset_io, quantize, registry, remat, weights_h5
-from backbones.errors import PresetClassMismatchError, PresetFormatError, QuantizationError
+from backbones.errors import (PresetClassMismatchError, PresetFormatError, QuantizationError,
+                              UnknownArgumentError)
 from backbones.handles import resolve_preset
-from backbones.keras_hub_preset import is_keras_hub_config, load_keras_hub_preset
+from backbones.keras_hub_preset import load_keras_hub_preset
 from backbones.tokenizer import Tokenizer
 
 
@@ -145,6 +148,7 @@ class Backbone(keras.Model):
     @classproperty
     def presets(cls):
         """Built-in presets of this class and its subclasses: name -> metadata."""
+        backbones.load()
         return {
             name: meta for name, meta in registry.BACKBONE_PRESETS.items()
             if issubclass(registry.BACKBONE_CLASSES[meta["class_name"]], cls)
@@ -171,16 +175,18 @@ class Backbone(keras.Model):
         >>> type(m).__name__, m.dtype_policy.name, m.trainable
         ('GPT2Backbone', 'bfloat16', False)
         """
+        backbones.load()  # every family's class and converters
         directory = resolve_preset(preset)
         config = preset_io.read_json(directory / preset_io.CONFIG_FILE)
-        if "class_name" not in config and "model_type" in config:
+        fmt = preset_io.config_format(config)
+        if fmt == "transformers":
             from backbones.convert import load_hf_checkpoint
 
             return load_hf_checkpoint(cls, directory, config, load_weights, kwargs, preset)
-        if is_keras_hub_config(config):
+        if fmt == "keras_hub":
             return load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset)
         target = _registered_class(config, directory)
-        check_subclass(cls, target, preset)
+        check_subclass(cls, target, preset, kwargs)
         if not load_weights:
             backbone = target.from_config({**config.get("config", {}), **kwargs})
         else:
@@ -374,9 +380,22 @@ def _registered_class(config, directory):
     return registry.BACKBONE_CLASSES[name]
 
 
-def check_subclass(cls, target, preset):
+def check_subclass(cls, target, preset, kwargs=()):
+    """`target` (the preset's class) must be a `cls`, and take every keyword of `kwargs`."""
     if not issubclass(target, cls):
         raise PresetClassMismatchError(
             f"Preset {preset!r} holds a {target.__name__}, which is not a {cls.__name__}. "
             f"Call {target.__name__}.from_preset or Backbone.from_preset instead."
+        )
+    # Keras's Model swallows unknown keywords: a typo would be ignored silently.
+    accepted = {"name", "trainable", "dtype"} | {
+        p.name for p in inspect.signature(target.__init__).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        hints = [c for u in unknown for c in registry.closest(u, accepted, n=1)]
+        hint = f" Did you mean {', '.join(map(repr, hints))}?" if hints else ""
+        raise UnknownArgumentError(
+            f"{target.__name__}.from_preset({str(preset)!r}) got unknown keyword argument(s) "
+            f"{unknown}.{hint} {target.__name__} takes {sorted(accepted)}."
         )

@@ -25,7 +25,7 @@ def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
             f"{sorted(registry.HF_CONVERTERS)}."
         )
     target = registry.BACKBONE_CLASSES[converter.backbone_class]
-    check_subclass(cls, target, preset)
+    check_subclass(cls, target, preset, kwargs)
     init = {**converter.convert_config(hf_config), **kwargs}
     if load_weights:
         reader = HFCheckpoint(directory)

@@ -38,5 +38,9 @@ class LoRAError(BackboneLabError):
     """A LoRA request or LoRA file that does not fit the backbone."""
 
 
+class UnknownArgumentError(BackboneLabError, TypeError):
+    """A keyword argument the backbone class does not take (e.g. a typo in a `from_preset` override)."""
+
+
 class QuantizationError(BackboneLabError):
     """An unsupported quantization mode, or an operation a quantized backbone cannot do."""

@@ -42,6 +42,32 @@ def resolve_preset(preset):
         return _from_hf(preset[len("hf://"):])
     if preset.startswith("kaggle://"):
         return _from_kaggle(preset[len("kaggle://"):])
+    return _local_directory(preset)
+
+
+def locate_preset(preset):
+    """The local directory of `preset` without downloading anything, or None
+    for a hub handle that is not cached yet (loading it will download it).
+
+    Raises as `resolve_preset` does for an unknown name or a missing
+    directory, and for an uncached Hugging Face handle when offline
+    (`HF_HUB_OFFLINE=1`). Keras-free; the pre-flight check uses it.
+
+    Example:
+    >>> locate_preset("gpt2_tiny_en").name
+    'gpt2_tiny_en'
+    """
+    preset = os.fspath(preset)
+    if preset in registry.BACKBONE_PRESETS:
+        return locate_preset(registry.BACKBONE_PRESETS[preset]["handle"])
+    if preset.startswith("hf://"):
+        return _cached_hf(preset[len("hf://"):])
+    if preset.startswith("kaggle://"):
+        return _cached_kaggle(preset[len("kaggle://"):])
+    return _local_directory(preset)
+
+
+def _local_directory(preset):
     path = Path(preset).expanduser()
     if path.is_dir():
         return path
@@ -83,12 +109,7 @@ def _from_hf(spec):
             "private: log in with `hf auth login`). Check the spelling."
         ) from e
     except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as e:
-        raise PresetDownloadError(
-            f"{handle} is not in the Hugging Face cache "
-            f"({os.environ.get('HF_HUB_CACHE', '~/.cache/huggingface/hub')}) and "
-            "cannot be downloaded (offline, or HF_HUB_OFFLINE=1). Download it once "
-            "with network access, then it loads offline."
-        ) from e
+        raise _not_cached_offline(handle) from e
     except errors.EntryNotFoundError as e:
         raise PresetNotFoundError(
             f"{handle} has no config.json at its root: it is not a preset nor a "
@@ -97,6 +118,44 @@ def _from_hf(spec):
     except OSError as e:
         raise PresetDownloadError(f"Downloading {handle} failed: {e}") from e
     return Path(path)
+
+
+def _not_cached_offline(handle):
+    return PresetDownloadError(
+        f"{handle} is not in the Hugging Face cache "
+        f"({os.environ.get('HF_HUB_CACHE', '~/.cache/huggingface/hub')}) and "
+        "cannot be downloaded (offline, or HF_HUB_OFFLINE=1). Download it once "
+        "with network access, then it loads offline."
+    )
+
+
+def _cached_hf(spec):
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    repo_id, _, revision = spec.partition("@")
+    found = try_to_load_from_cache(repo_id, "config.json", revision=revision or None)
+    if isinstance(found, str):
+        return Path(found).parent
+    if constants.HF_HUB_OFFLINE:
+        raise _not_cached_offline(f"hf://{spec}")
+    return None
+
+
+def _cached_kaggle(spec):
+    from kagglehub.cache import Cache
+    from kagglehub.handle import parse_model_handle
+
+    try:
+        parsed = parse_model_handle(spec)
+    except ValueError as e:
+        raise PresetNotFoundError(
+            f"kaggle://{spec} is not a Kaggle model handle: expected "
+            "kaggle://owner/model/framework/variant[/version]."
+        ) from e
+    if not parsed.is_versioned():
+        return _newest_cached_kaggle(parsed)
+    found = Cache().load_from_cache(parsed)
+    return Path(found) if found else None
 
 
 def _from_kaggle(spec):

@@ -67,14 +67,22 @@ class HFCheckpoint:
     def _read_header(self, path):
         if not path.is_file():
             raise PresetFormatError(f"{path} is listed in the shard index but missing.")
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length)) if 8 + length <= size else None
+        except (struct.error, ValueError):
+            header = None
+        if header is None:
+            raise _incomplete(path, size, "its header")
         base = 8 + length
         for name, info in header.items():
             if name == "__metadata__":
                 continue
             start, end = info["data_offsets"]
+            if base + end > size:
+                raise _incomplete(path, size, f"tensor {name!r}, which ends at byte {base + end}")
             self._entries[name] = (path, info["dtype"], tuple(info["shape"]), base + start, base + end)
 
     def keys(self):
@@ -116,6 +124,14 @@ class HFCheckpoint:
                 f"that the architecture has no place for, e.g. {left[:5]}. Its config.json "
                 "probably describes another architecture."
             )
+
+
+def _incomplete(path, size, what):
+    return PresetFormatError(
+        f"{path} is incomplete ({size} bytes, too short for {what}): the download or copy "
+        "was cut short. Delete it (for an hf:// preset, its snapshot in the Hugging Face "
+        "cache) and download or copy it again."
+    )
 
 
 def _read_into(f, buffer):

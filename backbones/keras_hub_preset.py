@@ -78,7 +78,7 @@ def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
 
     converter = converter_for(config.get("class_name"), directory)
     target = registry.BACKBONE_CLASSES[converter.backbone_class]
-    check_subclass(cls, target, preset)
+    check_subclass(cls, target, preset, kwargs)
     hub_config = config.get("config", {})
     # Opened also for load_weights=False when present: some architecture facts
     # are only in the weights (`config_from_weights`, e.g. whether Llama is tied).

@@ -41,6 +41,22 @@ def read_json(path, what="preset"):
         raise PresetFormatError(f"{path} is not valid JSON ({e}); re-save the {what}.") from e
 
 
+def config_format(config):
+    """The format of a preset directory, decided from its config.json alone:
+    `"transformers"` (a checkpoint: `model_type`), `"keras_hub"` (registered
+    name `keras_hub>...`) or `"ours"`. The one place the format is detected.
+
+    Example:
+    >>> config_format({"model_type": "gpt2"}), config_format({"class_name": "GPT2Backbone"})
+    ('transformers', 'ours')
+    """
+    if "class_name" not in config and "model_type" in config:
+        return "transformers"
+    if str(config.get("registered_name") or "").startswith("keras_hub>"):
+        return "keras_hub"
+    return "ours"
+
+
 def write_json(path, data):
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 

@@ -1,11 +1,17 @@
-"""Registries that families fill: backbone classes, built-in presets, converters.
+"""Registries that families fill: family facts, backbone classes, built-in presets, converters.
 
-Nothing here imports a family. Families register themselves when
-`backbones` is imported (it imports every family sub-package), so adding a
-family never edits this file or a central if/elif.
+Nothing here imports a family or keras. `import backbones` registers every
+family's facts and presets (its keras-free `family.py`); `backbones.load()`
+imports the families' Keras modules, which register their classes and
+converters. Adding a family never edits this file or a central if/elif.
 """
 
+import dataclasses
 import difflib
+
+# class name -> `Family`: what is known of a family without building it
+# (the pre-flight check and the loaders read it; the backbone class uses it).
+FAMILIES = {}
 
 # class name -> class. Filled by `Backbone.__init_subclass__`: only classes of
 # our package can ever be built from a preset's config.json.
@@ -27,12 +33,67 @@ HF_CONVERTERS = {}
 KERAS_HUB_CONVERTERS = {}
 
 
-def register_presets(presets, backbone_class):
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """The facts of a backbone family, keras-free (`backbones/<family>/family.py`).
+
+    Args:
+        class_name: str. Our backbone class (`"GPT2Backbone"`).
+        is_encoder: bool. A bidirectional encoder (no causal LM on it).
+        lora_targets: dict. LoRA target name -> names of the layers it covers;
+            the backbone class's `lora_target_layers`.
+        presets: dict. Built-in presets: name -> {description, params, handle}.
+        hf_model_types: tuple. transformers `model_type`s it converts.
+        keras_hub_classes: tuple. keras-hub backbone classes it converts.
+        max_positions: dict. Per preset format (`"ours"`, `"transformers"`,
+            `"keras_hub"`), the config.json key holding the number of positions
+            the model was built or trained for (absent: no such key).
+        modules: tuple. The family's Keras modules that `backbones.load()`
+            imports (they register the class and converters).
+    """
+
+    class_name: str
+    is_encoder: bool
+    lora_targets: dict
+    presets: dict = dataclasses.field(repr=False)
+    hf_model_types: tuple = ()
+    keras_hub_classes: tuple = ()
+    max_positions: dict = dataclasses.field(default_factory=dict)
+    modules: tuple = ("backbone", "convert_hf", "convert_keras_hub")
+    package: str = ""  # set by register_family
+
+
+def register_family(family, package):
+    """Registers a family's facts and presets; `package` holds its modules."""
+    if family.class_name in FAMILIES:
+        raise ValueError(f"Backbone family {family.class_name!r} is registered twice.")
+    FAMILIES[family.class_name] = dataclasses.replace(family, package=package)
+    register_presets(family.presets, family.class_name)
+
+
+def family_of(config, fmt):
+    """The `Family` of a preset's config.json in format `fmt` (see
+    `preset_io.config_format`), or None when no family converts it.
+
+    Example:
+    >>> import backbones
+    >>> family_of({"model_type": "gpt2"}, "transformers").class_name
+    'GPT2Backbone'
+    """
+    for family in FAMILIES.values():
+        if ((fmt == "ours" and config.get("class_name") == family.class_name)
+                or (fmt == "transformers" and config.get("model_type") in family.hf_model_types)
+                or (fmt == "keras_hub" and config.get("class_name") in family.keras_hub_classes)):
+            return family
+    return None
+
+
+def register_presets(presets, class_name):
     """Adds a family's built-in presets, tagging each with its class name."""
     for name, meta in presets.items():
         if name in BACKBONE_PRESETS:
             raise ValueError(f"Preset name {name!r} is registered twice.")
-        BACKBONE_PRESETS[name] = {**meta, "class_name": backbone_class.__name__}
+        BACKBONE_PRESETS[name] = {**meta, "class_name": class_name}
 
 
 def register_converter(model_type):
@@ -76,8 +137,23 @@ def closest(name, candidates, n=3):
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
 
 
-def preset_class(preset):
-    """The backbone class of a built-in preset name, or None for other handles
-    (known only after resolving them)."""
-    meta = BACKBONE_PRESETS.get(str(preset))
-    return BACKBONE_CLASSES.get(meta["class_name"]) if meta else None
+def lazy_classes(module_name, *class_names):
+    """A family package's module `__getattr__`: `from backbones.gpt2 import
+    GPT2Backbone` imports the Keras side (`backbones.load()`) on first use,
+    so that importing the package itself stays keras-free.
+
+    Example:
+    >>> getter = lazy_classes("backbones.gpt2", "GPT2Backbone")
+    >>> getter("GPT2Backbone").__name__
+    'GPT2Backbone'
+    """
+
+    def __getattr__(name):
+        if name in class_names:
+            import backbones
+
+            backbones.load()
+            return getattr(backbones, name)
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -37,11 +37,10 @@ def load(cfg, seed):
     >>> len(train), len(val)
     (1600, 400)
     """
-    if cfg.source == "bundled":
-        train, validation = _read_file(_bundled(cfg.name), cfg), None
-    elif cfg.source == "local":
-        train = _read_file(Path(cfg.path).expanduser(), cfg)
-        validation = _read_file(Path(cfg.validation_path).expanduser(), cfg) if cfg.validation_path else None
+    if cfg.source in ("bundled", "local"):
+        paths = [path for _, path in files(cfg)]
+        train = _read_file(paths[0], cfg)
+        validation = _read_file(paths[1], cfg) if len(paths) > 1 else None
     else:
         train, validation = _read_huggingface(cfg)
     if validation is None:
@@ -63,22 +62,78 @@ def _bundled(name):
     return path
 
 
-def _read_file(path, cfg):
-    if not path.is_file():
-        raise ConfigError(f"Data file {path} does not exist (data.path / data.validation_path).")
+def files(cfg):
+    """`(key, path)` of each data file a bundled or local `data` config reads.
+
+    Example:
+    >>> from omegaconf import OmegaConf
+    >>> [(k, p.name) for k, p in files(OmegaConf.create({"source": "bundled", "name": "sentiment"}))]
+    [('data.name', 'sentiment.jsonl')]
+    """
+    if cfg.source == "bundled":
+        return [("data.name", _bundled(cfg.name))]
+    if cfg.source != "local":
+        return []
+    paths = [("data.path", cfg.path)] + ([("data.validation_path", cfg.validation_path)] if cfg.validation_path else [])
+    out = []
+    for key, path in paths:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"Data file {path} does not exist ({key}). Check the path; a relative "
+                              f"path is relative to the directory you run from ({Path.cwd()}).")
+        out.append((key, path))
+    return out
+
+
+def file_format(path, cfg):
+    """The format of a data file: `data.format`, or its suffix."""
     fmt = cfg.format or path.suffix.lstrip(".").lower()
+    if fmt not in ("jsonl", "json", "csv", "tsv", "parquet"):
+        raise ConfigError(f"{path}: unknown format {fmt!r}; set data.format to csv, tsv, jsonl or parquet.")
+    return fmt
+
+
+def read_jsonl(path):
+    r"""Yields the records of a JSON-lines file; a malformed line raises
+    `ConfigError` naming the file and the line number.
+
+    Example:
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "d.jsonl"
+    >>> _ = path.write_text('{"text": "a"}\n{"text": "b",}\n')
+    >>> try:
+    ...     list(read_jsonl(path))
+    ... except ConfigError as e:
+    ...     print(str(e).split(", ", 1)[1])
+    line 2: not valid JSON (Expecting property name enclosed in double quotes at column 14). Fix or remove that line.
+    """
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}, line {number}: not valid JSON ({e.msg} at column {e.colno}). "
+                                  "Fix or remove that line.") from None
+            if not isinstance(record, dict):
+                raise ConfigError(f"{path}, line {number}: expected a JSON object "
+                                  f'({{"text": ..., "label": ...}}), got {type(record).__name__}.')
+            yield record
+
+
+def _read_file(path, cfg):
+    fmt = file_format(path, cfg)
     try:
         if fmt in ("jsonl", "json"):
-            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            records = list(read_jsonl(path))
             columns = {k for r in records[:1] for k in r}
             table = {k: [r.get(k) for r in records] for k in columns}
-        elif fmt in ("csv", "tsv", "parquet"):
+        else:
             import pandas as pd
 
             frame = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, sep="\t" if fmt == "tsv" else ",")
             table = {k: frame[k].tolist() for k in frame.columns}
-        else:
-            raise ConfigError(f"{path}: unknown format {fmt!r}; set data.format to csv, tsv, jsonl or parquet.")
     except (ValueError, OSError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -96,11 +151,15 @@ def _to_split(table, cfg, where):
     return Split(texts, labels)
 
 
-def _read_huggingface(cfg):
+def require_datasets():
     from lightning_utilities.core.imports import RequirementCache
 
     if not RequirementCache("datasets"):
         raise ConfigError("data.source=huggingface needs the `datasets` package: pip install datasets.")
+
+
+def _read_huggingface(cfg):
+    require_datasets()
     import datasets
 
     def split(name):

@@ -74,7 +74,7 @@ class TrainerConfig:
     max_steps: Optional[int] = None  # stop after this many optimizer steps
     batch_size: int = 16
     sequence_length: int = 64
-    jit_compile: bool = True
+    jit_compile: Optional[bool] = None  # null: tasks.task.default_jit_compile (XLA for float32 on CPU)
     remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
     deterministic: bool = False
@@ -169,17 +169,3 @@ def validate(cfg):
     if cfg.data.source == "huggingface" and not cfg.data.name:
         raise ConfigError("data.source=huggingface needs data.name=<dataset on the Hub>.")
 
-
-def check_lora_fits(backbone_class, lora_cfg):
-    """LoRA targets must exist on the backbone (checked before building it;
-    `backbone_class` None means not known yet: `enable_lora` checks later)."""
-    if lora_cfg.rank is None or backbone_class is None:
-        return
-    known = backbone_class.lora_target_layers
-    if not known:
-        raise ConfigError(f"lora.rank={lora_cfg.rank}, but {backbone_class.__name__} has no attention "
-                          "projections to adapt: set lora.rank=null.")
-    unknown = [t for t in lora_cfg.targets if t not in known]
-    if unknown:
-        raise ConfigError(f"lora.targets has {unknown}, unknown to {backbone_class.__name__}; "
-                          f"choose from {sorted(known)}.")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lab.errors import Interrupted
+
 PACKAGES = ("backbone-lab", "keras", "tensorflow", "mlflow", "hydra-core", "omegaconf", "tokenizers", "numpy")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
@@ -46,24 +48,31 @@ def ensure_experiment(tracking_cfg):
 
 
 @contextlib.contextmanager
-def run(tracking_cfg, run_id=None, parent_run_id=None):
+def run(tracking_cfg, run_id=None, parent_run_id=None, job_num=None, checkpoint_dir=None):
     """An active MLflow run that always ends FINISHED, FAILED or KILLED.
 
-    SIGTERM is turned into KeyboardInterrupt so a terminated run ends KILLED.
-    Pass `run_id` to continue an existing run (resume).
+    Ctrl-C and SIGTERM end it KILLED and raise `Interrupted`, whose message
+    says where the run stopped and how to resume (from `checkpoint_dir`).
+    Pass `run_id` to continue an existing run (resume). A sweep job
+    (`parent_run_id`, `job_num`) is named `<run_name or sweep>-<parent id>-<job>`,
+    unique across sweeps.
     """
     import mlflow
 
     experiment_id = ensure_experiment(tracking_cfg)
+    name = tracking_cfg.run_name
+    if parent_run_id and job_num is not None:
+        name = f"{name or 'sweep'}-{parent_run_id[:8]}-{job_num}"
     active = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                              run_name=None if run_id else tracking_cfg.run_name,
+                              run_name=None if run_id else name,
                               parent_run_id=None if run_id else parent_run_id)
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         yield active
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         mlflow.end_run("KILLED")
-        raise
+        raise Interrupted(_interrupted_message(e, active.info.run_id, checkpoint_dir),
+                          128 + (e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT)) from None
     except BaseException:
         mlflow.end_run("FAILED")
         raise
@@ -81,7 +90,22 @@ def _main_thread():
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signum)
+
+
+def _interrupted_message(error, run_id, checkpoint_dir):
+    signum = error.args[0] if error.args and isinstance(error.args[0], int) else signal.SIGINT
+    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C" if signum == signal.SIGINT else f"signal {signum}"
+    command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+    if not checkpoint_dir:
+        return (f"Interrupted ({how}): MLflow run {run_id} ended KILLED. Checkpoints are off "
+                f"(trainer.checkpoint=false): the same command starts again: {command}")
+    from lab.checkpoint import read_state  # keras is loaded by now; this module stays light for sweeps
+
+    state = read_state(checkpoint_dir)
+    where = f"after epoch {state['epoch']}" if state else "before the first epoch ended"
+    return (f"Interrupted ({how}) {where}: MLflow run {run_id} ended KILLED. "
+            f"Run the same command to {'resume' if state else 'start again'}: {command}")
 
 
 def flatten(config, prefix=""):

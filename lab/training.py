@@ -7,7 +7,7 @@ import time
 import keras
 import numpy as np
 
-from tasks.task import NO_WEIGHT_DECAY
+from tasks import optimizers
 
 
 def seed_everything(seed, deterministic=False):
@@ -49,20 +49,10 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_optimizer(cfg, total_steps):
-    """The optimizer of the `optimizer` config node over `total_steps` steps."""
+    """The optimizer of the `optimizer` config node over `total_steps` steps
+    (float32 master weights for bf16/fp16 variables: `tasks.optimizers`)."""
     schedule = WarmupDecay(cfg.learning_rate, total_steps, int(cfg.warmup_ratio * total_steps), cfg.schedule)
-    # Clip the global gradient norm (transformers' max_grad_norm), not each
-    # variable's gradient on its own (Keras's `clipnorm`).
-    common = {"learning_rate": schedule, "global_clipnorm": cfg.clipnorm}
-    if cfg.name == "adam":
-        return keras.optimizers.Adam(**common)
-    if cfg.name == "adamw":
-        optimizer = keras.optimizers.AdamW(weight_decay=cfg.weight_decay, **common)
-    else:
-        optimizer = keras.optimizers.SGD(momentum=0.9, weight_decay=cfg.weight_decay or None, **common)
-    if cfg.weight_decay:
-        optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
-    return optimizer
+    return optimizers.build(cfg.name, schedule, cfg.weight_decay, cfg.clipnorm)
 
 
 class EpochBatches(keras.utils.PyDataset):

@@ -9,7 +9,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import backbones  # noqa: E402,F401  (registers every backbone family)
+import backbones  # noqa: E402
+
+backbones.load()  # every backbone family's classes and converters
 from tasks import samplers  # noqa: E402
 from tasks.causal_lm import CausalLM, Perplexity  # noqa: E402
 from tasks.errors import (  # noqa: E402

@@ -1,8 +1,9 @@
-"""BERT family: backbone, layers, WordPiece tokenizer, presets, transformers converter."""
+"""BERT family: backbone, layers, WordPiece tokenizer, presets, converters.
 
-from backbones.bert import convert_hf, convert_keras_hub  # noqa: F401  (register the converters)
-from backbones.bert.backbone import BertBackbone
-from backbones.bert.presets import PRESETS
-from backbones.registry import register_presets
+Its facts and presets (`family.py`) are registered by `import backbones`
+without keras; `backbones.load()` imports its Keras modules.
+"""
 
-register_presets(PRESETS, BertBackbone)
+from backbones.registry import lazy_classes
+
+__getattr__ = lazy_classes(__name__, "BertBackbone")

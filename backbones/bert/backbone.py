@@ -3,6 +3,7 @@
 import keras
 
 from backbones.backbone import Backbone, normal_initializer
+from backbones.bert.family import FAMILY
 from backbones.bert.layers import BertBlock
 from backbones.gpt2.layers import PositionEmbedding  # the same learned absolute positions
 
@@ -39,11 +40,8 @@ class BertBackbone(Backbone):
     (TensorShape([1, 5, 8]), TensorShape([1, 8]))
     """
 
-    is_encoder = True
-    lora_target_layers = {
-        "query": ("query",), "key": ("key",), "value": ("value",),
-        "attention_output": ("attention_output",), "ffn": ("ffn_intermediate", "ffn_output"),
-    }
+    is_encoder = FAMILY.is_encoder
+    lora_target_layers = FAMILY.lora_targets
 
     def __init__(self, vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
                  dropout=0.1, max_sequence_length=512, num_segments=2, layer_norm_epsilon=1e-12,

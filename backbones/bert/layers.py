@@ -6,11 +6,12 @@ import keras
 from keras import ops
 
 from backbones.backbone import normal_initializer
+from backbones.common.dense import Dense
 
 
 def _dense(units, name, dtype, activation=None):
     # BERT initialises every projection with N(0, 0.02) (initializer_range).
-    return keras.layers.Dense(units, activation=activation, name=name, dtype=dtype,
+    return Dense(units, activation=activation, name=name, dtype=dtype,
                               kernel_initializer=normal_initializer(0.02))
 
 

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from backbones.backbone import normal_initializer
+from backbones.common.dense import Dense
 from backbones.common.rotary import apply_rotary
 
 
@@ -81,7 +82,7 @@ class GroupedQueryAttention(keras.layers.Layer):
         self.head_dim, self.hidden_dim, self.dropout = head_dim, hidden_dim, dropout
         self.attention_bias, self.attention_output_bias = attention_bias, attention_output_bias
         self.groups = num_query_heads // num_key_value_heads
-        dense = lambda units, bias, name: keras.layers.Dense(  # noqa: E731
+        dense = lambda units, bias, name: Dense(  # noqa: E731
             units, use_bias=bias, kernel_initializer=normal_initializer(0.02),
             dtype=self.dtype_policy, name=name)
         self.query = dense(num_query_heads * head_dim, attention_bias, "query")

@@ -5,14 +5,11 @@ import keras
 from keras import ops
 
 from backbones.backbone import normal_initializer
+from backbones.common.dense import Dense
 from backbones.common.attention import GroupedQueryAttention, decoder_attention_mask
 from backbones.common.rms_norm import RMSNormalization
 
-# `Backbone.lora_target_layers` of the families built from this block.
-LORA_TARGET_LAYERS = {
-    "query": ("query",), "key": ("key",), "value": ("value",),
-    "attention_output": ("attention_output",), "ffn": ("ffn_gate", "ffn_intermediate", "ffn_output"),
-}
+# The LoRA target names of this block's layers: `common.facts.DECODER_LORA_TARGETS`.
 
 # The gate's activation: SwiGLU (Llama) or GeGLU with tanh GELU (Gemma).
 ACTIVATIONS = {
@@ -48,7 +45,7 @@ class GatedDecoderBlock(keras.layers.Layer):
         self.attention_bias, self.attention_output_bias, self.dropout = attention_bias, attention_output_bias, dropout
         policy = self.dtype_policy
         norm = lambda name: RMSNormalization(layer_norm_epsilon, norm_unit_offset, dtype=policy, name=name)  # noqa: E731
-        dense = lambda units, name: keras.layers.Dense(  # noqa: E731
+        dense = lambda units, name: Dense(  # noqa: E731
             units, use_bias=False, kernel_initializer=normal_initializer(0.02),
             dtype=policy, name=name)
         self.attention_norm = norm("attention_norm")

@@ -1,8 +1,9 @@
-"""Gemma (v1) family: backbone, presets, transformers converter."""
+"""Gemma (v1) family: backbone, presets, converters.
 
-from backbones.gemma import convert_hf, convert_keras_hub  # noqa: F401  (register the converters)
-from backbones.gemma.backbone import GemmaBackbone
-from backbones.gemma.presets import PRESETS
-from backbones.registry import register_presets
+Its facts and presets (`family.py`) are registered by `import backbones`
+without keras; `backbones.load()` imports its Keras modules.
+"""
 
-register_presets(PRESETS, GemmaBackbone)
+from backbones.registry import lazy_classes
+
+__getattr__ = lazy_classes(__name__, "GemmaBackbone")

@@ -6,11 +6,11 @@ import keras
 
 from backbones.backbone import Backbone, normal_initializer
 from backbones.common.attention import DecoderMask
-from backbones.common.decoder import (LORA_TARGET_LAYERS, GatedDecoderBlock, decode_with_cache,
-                                      init_decoder_cache)
+from backbones.common.decoder import GatedDecoderBlock, decode_with_cache, init_decoder_cache
 from backbones.common.logits import tied_logits
 from backbones.common.rms_norm import RMSNormalization
 from backbones.common.rotary import RotaryEmbedding
+from backbones.gemma.family import FAMILY
 
 
 class GemmaBackbone(Backbone):
@@ -48,7 +48,7 @@ class GemmaBackbone(Backbone):
     (TensorShape([1, 5, 16]), TensorShape([1, 5, 100]))
     """
 
-    lora_target_layers = LORA_TARGET_LAYERS
+    lora_target_layers = FAMILY.lora_targets
 
     def __init__(self, vocabulary_size, num_layers, num_query_heads, num_key_value_heads, hidden_dim,
                  intermediate_dim, head_dim, layer_norm_epsilon=1e-6, rope_theta=10000.0,

@@ -1,8 +1,9 @@
-"""GPT-2 family: backbone, layers, tokenizer, presets, transformers converter."""
+"""GPT-2 family: backbone, layers, tokenizer, presets, converters.
 
-from backbones.gpt2 import convert_hf, convert_keras_hub  # noqa: F401  (register the converters)
-from backbones.gpt2.backbone import GPT2Backbone
-from backbones.gpt2.presets import PRESETS
-from backbones.registry import register_presets
+Its facts and presets (`family.py`) are registered by `import backbones`
+without keras; `backbones.load()` imports its Keras modules.
+"""
 
-register_presets(PRESETS, GPT2Backbone)
+from backbones.registry import lazy_classes
+
+__getattr__ = lazy_classes(__name__, "GPT2Backbone")

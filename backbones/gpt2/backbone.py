@@ -5,6 +5,7 @@ from keras import ops
 
 from backbones.backbone import Backbone, normal_initializer
 from backbones.common.logits import tied_logits
+from backbones.gpt2.family import FAMILY
 from backbones.gpt2.layers import CausalMask, GPT2Block, PositionEmbedding, causal_attention_mask
 
 
@@ -30,10 +31,7 @@ class GPT2Backbone(Backbone):
     TensorShape([1, 5, 8])
     """
 
-    lora_target_layers = {
-        "query": ("query",), "key": ("key",), "value": ("value",),
-        "attention_output": ("attention_output",), "ffn": ("ffn_intermediate", "ffn_output"),
-    }
+    lora_target_layers = FAMILY.lora_targets
 
     def __init__(self, vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim,
                  dropout=0.0, max_sequence_length=1024, layer_norm_epsilon=1e-5, dtype=None, **kwargs):

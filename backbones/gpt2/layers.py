@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from backbones.backbone import normal_initializer
+from backbones.common.dense import Dense
 
 
 class PositionEmbedding(keras.layers.Layer):
@@ -61,16 +62,17 @@ class CausalSelfAttention(keras.layers.Layer):
     keys and values are written at `cache_index` and attention reads the
     whole cache.
 
-    Kept simple on purpose: training under XLA, one fused q/k/v matmul,
-    `keras.ops.dot_product_attention` and LoRA as `x @ W + s (x @ A) @ B`
-    all measured within noise of this form (-3% to +3%, BENCHMARKS.md).
+    Kept simple on purpose: training under XLA, one fused q/k/v matmul and
+    `keras.ops.dot_product_attention` measured within noise of this form
+    (-3% to +3%, BENCHMARKS.md). The projections are the shared
+    `backbones.common.dense.Dense` (LoRA as `x W + s (x A) B`).
     """
 
     def __init__(self, num_heads, hidden_dim, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_heads, self.hidden_dim, self.dropout = num_heads, hidden_dim, dropout
         self.head_dim = hidden_dim // num_heads
-        dense = lambda name: keras.layers.Dense(  # noqa: E731
+        dense = lambda name: Dense(  # noqa: E731
             hidden_dim, kernel_initializer=normal_initializer(0.02),
             dtype=self.dtype_policy, name=name,
         )
@@ -125,8 +127,8 @@ class GPT2Block(keras.layers.Layer):
         self.attention_norm = norm("attention_norm")
         self.self_attention = CausalSelfAttention(num_heads, hidden_dim, dropout, dtype=policy, name="self_attention")
         self.ffn_norm = norm("ffn_norm")
-        self.ffn_intermediate = keras.layers.Dense(intermediate_dim, kernel_initializer=init, dtype=policy, name="ffn_intermediate")
-        self.ffn_output = keras.layers.Dense(hidden_dim, kernel_initializer=init, dtype=policy, name="ffn_output")
+        self.ffn_intermediate = Dense(intermediate_dim, kernel_initializer=init, dtype=policy, name="ffn_intermediate")
+        self.ffn_output = Dense(hidden_dim, kernel_initializer=init, dtype=policy, name="ffn_output")
         # Dropout at rate 0 is skipped, not applied as a no-op op in the graph.
         self.residual_dropout = keras.layers.Dropout(dropout, dtype=policy) if dropout else None
 

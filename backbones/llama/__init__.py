@@ -1,8 +1,9 @@
-"""Llama family (Llama 2 / 3, plus Mistral and Qwen2 checkpoints): backbone, presets, converters."""
+"""Llama family (Llama 2 / 3, plus Mistral and Qwen2 checkpoints): backbone, presets, converters.
 
-from backbones.llama import convert_hf, convert_keras_hub  # noqa: F401  (register the converters)
-from backbones.llama.backbone import LlamaBackbone
-from backbones.llama.presets import PRESETS
-from backbones.registry import register_presets
+Its facts and presets (`family.py`) are registered by `import backbones`
+without keras; `backbones.load()` imports its Keras modules.
+"""
 
-register_presets(PRESETS, LlamaBackbone)
+from backbones.registry import lazy_classes
+
+__getattr__ = lazy_classes(__name__, "LlamaBackbone")

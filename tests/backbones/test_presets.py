@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import backbones
 from backbones import Backbone, GPT2Backbone, preset_io
 from backbones.errors import (PresetChecksumError, PresetClassMismatchError, PresetDownloadError,
                               PresetFormatError, PresetNotFoundError)
@@ -288,3 +289,20 @@ def test_loaded_layers_serialize(tmp_path):
     layer = model.transformer_layers[0].ffn_intermediate
     clone = keras.layers.deserialize(json.loads(json.dumps(keras.layers.serialize(layer))))
     assert type(clone.kernel_initializer).__name__ == "Zeros"
+
+
+def test_unknown_keyword_is_named_with_the_accepted_ones(tiny_dir):
+    with pytest.raises(backbones.UnknownArgumentError, match=r"\['hiden_dim'\]. Did you mean 'hidden_dim'"):
+        Backbone.from_preset(tiny_dir, hiden_dim=3)
+
+
+def test_truncated_safetensors_names_the_file(tmp_path):
+    from safetensors.numpy import save_file
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 97, "n_layer": 1,
+                                                      "n_head": 2, "n_embd": 24, "n_positions": 16}))
+    save_file({"wte.weight": np.ones((97, 24), "float32")}, str(tmp_path / "model.safetensors"))
+    full = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(full[: len(full) // 2])
+    with pytest.raises(backbones.PresetFormatError, match=r"model.safetensors is incomplete .*'wte.weight'.* again"):
+        Backbone.from_preset(tmp_path)

@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import backbones
-from lab import schema
+from lab import preflight, schema
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = [p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"]
@@ -44,7 +44,8 @@ def test_every_option_composes_and_validates(group):
         schema.validate(cfg)
         if group == "backbone":  # every backbone option names a registered preset
             assert cfg.backbone.preset in backbones.Backbone.presets, option
-            schema.check_lora_fits(backbones.registry.preset_class(cfg.backbone.preset), make(["lora=all_linear"]).lora)
+            family = backbones.registry.FAMILIES[backbones.Backbone.presets[cfg.backbone.preset]["class_name"]]
+            preflight.lora_fits(make(["lora=all_linear", "lora.rank=4"]).lora, family)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -84,4 +85,4 @@ def test_impossible_values_fail_validation(override, message):
 def test_lora_targets_must_exist_on_the_backbone():
     cfg = make(["lora.rank=4", "lora.targets=[query,gate]"])
     with pytest.raises(schema.ConfigError, match="gate"):
-        schema.check_lora_fits(backbones.GPT2Backbone, cfg.lora)
+        preflight.lora_fits(cfg.lora, backbones.registry.FAMILIES["GPT2Backbone"])

@@ -81,3 +81,11 @@ def test_huggingface_datasets_source(tmp_path):
     assert (len(train), len(val)) == (16, 4)
     with pytest.raises(ConfigError, match="Could not load Hugging Face dataset"):
         data.load(cfg(source="huggingface", name=str(folder), split="nope", num_classes=2), seed=0)
+
+
+def test_malformed_jsonl_names_its_line(tmp_path):
+    lines = [json.dumps({"text": f"t{i}", "label": i % 2}) for i in range(20)]
+    lines[12] = '{"text": "t12", "label": 0,}'
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"d.jsonl, line 13: not valid JSON"):
+        data.load(cfg(source="local", path=str(tmp_path / "d.jsonl"), num_classes=2), seed=0)

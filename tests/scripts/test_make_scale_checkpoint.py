@@ -27,8 +27,10 @@ def test_checkpoint_has_the_real_layout_and_loads_offline(tmp_path, monkeypatch)
     # Same call, same snapshot (a stable revision, nothing rewritten).
     assert make_scale_checkpoint.make_checkpoint("gemma_2b", tmp_path, config_overrides=SMALL_GEMMA) == snapshot
 
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants as hf_constants  # read once at import: patch, not setenv
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
     import backbones
 
     model = backbones.Backbone.from_preset("hf://google/gemma-2b")
