@@ -87,6 +87,13 @@ SIZES = {  # checkpoint (make_scale_checkpoint name), our preset, dtype, keras-h
     "gemma_2b": dict(checkpoint="gemma_2b", preset="gemma_2b_en", dtype="bfloat16", family="gemma",
                      keras_hub=("GemmaBackbone", "GemmaCausalLM"), targets=["q_proj", "v_proj"], steps=4,
                      label="Gemma 2B"),
+    # Not a benchmark: Gemma 2B's layout at toy widths in its own cache, to check every path in a minute
+    # without /tmp/bigmem.lock (`--sizes gemma_smoke --classifier-sizes gemma_smoke --job-sizes gemma_smoke`).
+    "gemma_smoke": dict(checkpoint="gemma_2b", preset="gemma_2b_en", dtype="bfloat16", family="gemma",
+                        keras_hub=("GemmaBackbone", "GemmaCausalLM"), targets=["q_proj", "v_proj"], steps=2,
+                        label="Gemma smoke (toy widths)", lock=False, conf="gemma_2b", cache="bench-scale-smoke-cache",
+                        overrides=dict(num_hidden_layers=2, hidden_size=128, intermediate_size=256,
+                                       num_attention_heads=2, head_dim=64, vocab_size=4096)),
 }
 NAMES = {"ours": "Backbone Lab", "ours_alt": "Backbone Lab", "keras_hub": "keras-hub",
          "keras_hub_xla": "keras-hub + XLA", "peft": "transformers + PEFT", "train_py": "train.py job"}
@@ -266,9 +273,13 @@ def run_child(spec):
 
 # --- the parent: lock, spawn, watch ---------------------------------------------
 
-def child_env(args):
+def cache_of(size, args):
+    return str(Path(args.workdir) / SIZES[size]["cache"]) if "cache" in SIZES[size] else args.cache_dir
+
+
+def child_env(size, args):
     return dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT),
-                TOKENIZERS_PARALLELISM="false", HF_HUB_CACHE=args.cache_dir, HF_HUB_OFFLINE="1",
+                TOKENIZERS_PARALLELISM="false", HF_HUB_CACHE=cache_of(size, args), HF_HUB_OFFLINE="1",
                 TRANSFORMERS_VERBOSITY="error")
 
 
@@ -292,12 +303,13 @@ def proc_write_bytes(pid):
     return None
 
 
-def watch(cmd, env, cwd, log_path, args):
+def watch(cmd, env, cwd, log_path, args, use_lock=True):
     """Runs cmd under the big-memory lock; returns (rc, wall s, peak RSS bytes, write_bytes, killed, waited s)."""
-    with open(LOCK, "a") as lock:
+    with open(LOCK if use_lock else os.devnull, "a") as lock:
         waited = time.perf_counter()
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if use_lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"    waiting for {LOCK} ...", flush=True)
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -330,18 +342,18 @@ def run_variant(variant, args, logdir):
     spec = {"size": size, "task": task, "impl": impl, "steps": args.steps or SIZES[size]["steps"],
             "repo": repo_of(size), "workdir": args.workdir}
     log_path = logdir / f"{size}-{task}-{impl}-{int(time.time())}.log"
-    env = child_env(args)
+    env, use_lock = child_env(size, args), SIZES[size].get("lock", True)
     if impl == "train_py":
         run_dir = Path(tempfile.mkdtemp(prefix=f"bench-scale-job-{size}-", dir=args.workdir))
         cmd = [sys.executable, str(ROOT / "train.py"), *train_py_overrides(size, task, args)]
-        rc, wall, peak, written, killed, waited = watch(cmd, env, run_dir, log_path, args)
+        rc, wall, peak, written, killed, waited = watch(cmd, env, run_dir, log_path, args, use_lock)
         result = {"saved_bytes": dir_bytes(run_dir), "command": "python train.py " + " ".join(cmd[2:]),
-                  "run_files": largest_files(run_dir)}
+                  "run_files": largest_files(run_dir), **job_throughput(run_dir)}
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
     else:
         cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-        rc, wall, peak, written, killed, waited = watch(cmd, env, ROOT, log_path, args)
+        rc, wall, peak, written, killed, waited = watch(cmd, env, ROOT, log_path, args, use_lock)
         lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith("RESULT ")]
         result = json.loads(lines[-1][len("RESULT "):]) if lines else {}
     result.update({"rc": rc, "wall_s": wall, "peak_rss_bytes": peak, "write_bytes": written, "log": str(log_path),
@@ -356,11 +368,25 @@ def run_variant(variant, args, logdir):
 
 def train_py_overrides(size, task, args):
     steps = args.steps + 1 if args.steps else 5  # the issue's 5-step job
-    return [f"backbone={size}", f"lora.rank={RANK}", f"task={task}",
+    return [f"backbone={SIZES[size].get('conf', size)}", f"lora.rank={RANK}", f"task={task}",
             "data=sentiment_text" if task == "causal_lm" else "data=sentiment",
             f"trainer.batch_size={BATCH}", f"trainer.sequence_length={LENGTH}", "trainer.epochs=1",
             f"trainer.max_steps={steps}", f"data.max_train_samples={BATCH * steps}",
-            f"data.max_validation_samples={2 * BATCH}"]
+            f"data.max_validation_samples={2 * BATCH}", "trainer.log_every_n_steps=1"]
+
+
+def job_throughput(run_dir):
+    """The job's own steady tokens/s from its sqlite store: StepLogger's per-step `tokens_per_second`
+    (log_every_n_steps=1), the first step left out, total tokens over total time."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(Path(run_dir) / "mlflow.db") as db:
+            rows = db.execute("SELECT value FROM metrics WHERE key = 'tokens_per_second' ORDER BY step").fetchall()
+    except sqlite3.Error:
+        return {}
+    rates = [r[0] for r in rows[1:]]
+    return {"tokens_per_s": len(rates) / sum(1 / r for r in rates), "step_tokens_per_s": rates} if rates else {}
 
 
 def largest_files(run_dir, n=4):
@@ -368,16 +394,17 @@ def largest_files(run_dir, n=4):
     return [(str(p.relative_to(run_dir)), p.stat().st_size) for p in files]
 
 
-def ensure_checkpoints(sizes, cache_dir):
+def ensure_checkpoints(sizes, args):
     """Lays out the missing checkpoints; never touches one that is there (its revision may differ)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from make_scale_checkpoint import make_checkpoint
 
     for size in sizes:
+        cache_dir = cache_of(size, args)
         repo_dir = Path(cache_dir) / ("models--" + repo_of(size).replace("/", "--"))
         if not (repo_dir / "refs" / "main").exists():
             print(f"making the {size} checkpoint in {cache_dir} ...", flush=True)
-            make_checkpoint(SIZES[size]["checkpoint"], cache_dir)
+            make_checkpoint(SIZES[size]["checkpoint"], cache_dir, config_overrides=SIZES[size].get("overrides"))
 
 
 # --- report --------------------------------------------------------------------
@@ -420,7 +447,7 @@ def fmt_table(results, variants):
             loss = f"{losses[0]:.2f} -> {losses[-1]:.2f}" if losses else "-"
             out.append(
                 f"| {size} | {task} | {variant_name(impl, r)} | {'**%.0f**' % tps if tps else '-'} | "
-                f"{sum(steps) / len(steps) if steps else 0:.2f} | {sec(r.get('load_s'))} | {sec(r.get('first_step_s'))} | "
+                f"{'%.2f' % (sum(steps) / len(steps)) if steps else '-'} | {sec(r.get('load_s'))} | {sec(r.get('first_step_s'))} | "
                 f"{sec(r.get('start_to_first_step_s'))} | {gb(r['peak_rss_bytes'])} | {mb(r['write_bytes'])} | "
                 f"{mb(r.get('saved_bytes'))} | {sec(r['wall_s'])} | {loss} |")
     return "\n".join(out)
@@ -571,7 +598,7 @@ def main():
     print(f"# python {' '.join(sys.argv)}\n# {header}\n# load average before: "
           f"{' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
     sizes, variants = plan(args)
-    ensure_checkpoints(sizes, args.cache_dir)
+    ensure_checkpoints(sizes, args)
     logdir = Path(tempfile.mkdtemp(prefix="bench-scale-logs-", dir=args.workdir))
     print(f"# child logs: {logdir}", flush=True)
     results = {v: [] for v in variants}
