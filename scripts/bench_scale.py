@@ -3,6 +3,9 @@
     python scripts/bench_scale.py                     # the full run (about 40 minutes on 2 vCPU)
     python scripts/bench_scale.py --quick             # smoke run: GPT-2 base, 2 timed steps (about 4 minutes)
     python scripts/bench_scale.py --sizes gemma_2b --impls ours,peft --steps 3 --json run.json
+    python scripts/bench_scale.py --report a.json,b.json    # the merged tables of saved runs, nothing run
+    python scripts/bench_scale.py --sizes gemma_smoke --classifier-sizes gemma_smoke --job-sizes gemma_smoke
+                                                     # every path at toy widths in ~2 minutes (no lock)
 
 LoRA rank 4 on the attention query and value projections (alpha 4, no LoRA
 dropout), batch 4, length 256, at three sizes: GPT-2 base (124M) and GPT-2
