@@ -50,7 +50,8 @@ def test_lora_run_logs_once_and_rebuilds_the_same_predictions(tmp_path):
 
     again = artifacts.load_run_model(run.info.run_id, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert type(again) is tasks.TextClassifier and again.backbone.lora_spec == task.backbone.lora_spec
-    np.testing.assert_array_equal(again.predict(TEXTS, verbose=0), task.predict(TEXTS, verbose=0))
+    # Equal up to float rounding (two traced graphs may order the LoRA matmuls differently).
+    np.testing.assert_allclose(again.predict(TEXTS, verbose=0), task.predict(TEXTS, verbose=0), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("task_class, kwargs", [(tasks.TextClassifier, {"num_classes": 3}), (tasks.CausalLM, {})])
