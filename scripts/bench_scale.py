@@ -40,6 +40,10 @@ PEFT's default targets: GPT-2 fuses q, k and v into one `c_attn` Conv1D, so
 PEFT adapts q, k and v together there (fan_in_fan_out); Gemma q_proj and
 v_proj. Dropout is each checkpoint's (GPT-2 0.1 on all three sides; Gemma none).
 
+The PEFT children run with OMP_WAIT_POLICY=PASSIVE (`--torch-omp-spin` for torch's default): on a
+machine with more runnable threads than cores, torch's spinning OpenMP barriers made a toy-width step
+70x slower (2.13 s vs 0.03 s at load ~5), which measures the machine, not PEFT.
+
 Measured per variant, each in its own fresh process (variants interleaved;
 `--repeats` rounds), two threads per framework:
 
@@ -346,6 +350,12 @@ def run_variant(variant, args, logdir):
             "repo": repo_of(size), "workdir": args.workdir}
     log_path = logdir / f"{size}-{task}-{impl}-{int(time.time())}.log"
     env, use_lock = child_env(size, args), SIZES[size].get("lock", True)
+    if impl == "peft" and not args.torch_omp_spin:
+        # torch's OpenMP workers spin at every barrier by default; with more runnable threads than the
+        # 2 cores (any shared machine) each op then waits for a descheduled spinner. Measured at load ~5,
+        # the toy-width Gemma classifier step: 2.13 s with the default, 0.03 s with PASSIVE or 1 thread.
+        # Quiet, PASSIVE costs nothing measurable at these step sizes. TensorFlow uses its own pool.
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     if impl == "train_py":
         run_dir = Path(tempfile.mkdtemp(prefix=f"bench-scale-job-{size}-", dir=args.workdir))
         cmd = [sys.executable, str(ROOT / "train.py"), *train_py_overrides(size, task, args)]
@@ -582,6 +592,8 @@ def main():
     parser.add_argument("--workdir", default=tempfile.gettempdir(), help="where saves and job runs are written")
     parser.add_argument("--max-rss-gb", type=float, default=20.0, help="kill a child above this resident set")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per child")
+    parser.add_argument("--torch-omp-spin", action="store_true",
+                        help="leave torch's OpenMP at its default active waiting (default: OMP_WAIT_POLICY=PASSIVE)")
     parser.add_argument("--keep", action="store_true", help="keep the train.py job's run directory")
     parser.add_argument("--quick", action="store_true", help="GPT-2 base, ours / keras-hub / PEFT, 2 timed steps")
     parser.add_argument("--json", help="write every raw measurement here (after each child)")
