@@ -32,6 +32,10 @@ Where the memory goes, and what keeps it down (all measured, BENCHMARKS.md
 - Loading. `from_preset(..., quantize="int8")` quantizes each layer as soon
   as its kernel is filled (`quantizing_as_filled`), so loading a bfloat16
   checkpoint as int8 never holds more than the int8 model plus one float layer.
+
+What it bought at Gemma 2B (LoRA r4 classifier, batch 8 x 48): peak RSS
+5.67 GB against 8.03 GB in bfloat16 (load peak 3.41 vs 5.87 GB), ~10% more
+step time; before these changes the int8 run peaked above bfloat16.
 """
 
 import contextlib
