@@ -59,10 +59,10 @@ def main(cfg: DictConfig) -> float:
             mlflow.log_dict({"label_names": train_split.label_names}, "labels.json")
 
         dtype = {"dtype": cfg.backbone.dtype} if cfg.backbone.dtype else {}
+        # quantize=int8: each layer quantized as it is read, so the float model is never held.
         backbone = backbones.Backbone.from_preset(cfg.backbone.preset, load_weights=cfg.backbone.load_weights,
-                                                  trainable=cfg.backbone.trainable, **dtype)
-        if cfg.backbone.quantize:
-            backbone.quantize(cfg.backbone.quantize)
+                                                  trainable=cfg.backbone.trainable, quantize=cfg.backbone.quantize,
+                                                  **dtype)
         if cfg.lora.rank is not None:
             backbone.enable_lora(cfg.lora.rank, alpha=cfg.lora.alpha, targets=list(cfg.lora.targets))
         base = artifacts.frozen_base(cfg.backbone, backbone)  # None: the backbone's weights train

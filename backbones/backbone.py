@@ -14,9 +14,11 @@ from backbones.errors import (PresetClassMismatchError, PresetFormatError, Quant
 from backbones.handles import resolve_preset
 from backbones.keras_hub_preset import load_keras_hub_preset
 from backbones.tokenizer import Tokenizer
+from backbones.variables import deferred_variables
 
 
 _WEIGHTS_TO_BE_LOADED = contextvars.ContextVar("weights_to_be_loaded", default=False)
+_QUANTIZE_ON_LOAD = contextvars.ContextVar("quantize_on_load", default=None)
 
 
 @contextlib.contextmanager
@@ -30,6 +32,32 @@ def weights_to_be_loaded(stored=None):
         yield
     finally:
         _WEIGHTS_TO_BE_LOADED.reset(token)
+
+
+@contextlib.contextmanager
+def built_to_be_filled(build):
+    """`build()` a backbone unallocated, for the block to fill each of its
+    variables from a file (`variables.fill`); the rest are initialised on
+    leaving it. Every loader of `from_preset` builds through here: when
+    `from_preset` was given `quantize=`, each layer is quantized as soon as
+    its kernel is filled (`quantize.quantizing_as_filled`).
+
+    Example:
+    >>> import numpy as np
+    >>> from backbones import variables
+    >>> from backbones.gpt2 import GPT2Backbone
+    >>> build = lambda: GPT2Backbone(vocabulary_size=8, num_layers=1, num_heads=1, hidden_dim=4,
+    ...                              intermediate_dim=8, max_sequence_length=4)
+    >>> with built_to_be_filled(build) as model:
+    ...     variables.fill(model.token_embedding.embeddings, np.ones((8, 4), "float32"))
+    >>> float(model.token_embedding.embeddings.numpy().sum())
+    32.0
+    """
+    with weights_to_be_loaded(), deferred_variables() as finish:
+        backbone = build()
+    with quantize.quantizing_as_filled(backbone, _QUANTIZE_ON_LOAD.get()):
+        yield backbone
+    finish()
 
 
 @keras.saving.register_keras_serializable(package="backbone_lab")
@@ -155,7 +183,7 @@ class Backbone(keras.Model):
         }
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
+    def from_preset(cls, preset, load_weights=True, quantize=None, **kwargs):
         """Builds a backbone from a preset.
 
         Args:
@@ -166,6 +194,10 @@ class Backbone(keras.Model):
                 load for the families whose converters are registered).
             load_weights: bool. False gives the preset's architecture with
                 randomly initialised weights.
+            quantize: str. `"int8"`: a weight-only int8 frozen base, each
+                layer quantized as soon as its weights are read (see
+                `quantize()`): loading a bfloat16 checkpoint peaks at about
+                the int8 model plus one float layer, not the float model.
             **kwargs: constructor overrides, e.g. `dtype="bfloat16"`,
                 `trainable=False`. A user's `dtype` always wins.
 
@@ -174,8 +206,25 @@ class Backbone(keras.Model):
         >>> m = backbones.Backbone.from_preset("gpt2_tiny_en", dtype="bfloat16", trainable=False)
         >>> type(m).__name__, m.dtype_policy.name, m.trainable
         ('GPT2Backbone', 'bfloat16', False)
+        >>> backbones.Backbone.from_preset("gpt2_tiny_en", quantize="int8").quantized
+        True
         """
         backbones.load()  # every family's class and converters
+        if quantize is not None:
+            from backbones.quantize import check_mode
+
+            check_mode(quantize)
+        token = _QUANTIZE_ON_LOAD.set(quantize if load_weights else None)
+        try:
+            backbone = cls._load_preset(preset, load_weights, kwargs)
+        finally:
+            _QUANTIZE_ON_LOAD.reset(token)
+        if quantize is not None:  # layers not filled from the file (random or initialised weights)
+            backbone.quantize(quantize)
+        return backbone
+
+    @classmethod
+    def _load_preset(cls, preset, load_weights, kwargs):
         directory = resolve_preset(preset)
         config = preset_io.read_json(directory / preset_io.CONFIG_FILE)
         fmt = preset_io.config_format(config)
@@ -198,10 +247,15 @@ class Backbone(keras.Model):
                 try:
                     # The large weights are created from their stored arrays
                     # as the model is built, the rest assigned after (weights_h5).
+                    init = {**config.get("config", {}), **kwargs}
                     with weights_h5.StoredWeights(preset_io.weights_path(directory)) as stored:
-                        with weights_to_be_loaded(stored):
-                            backbone = target.from_config({**config.get("config", {}), **kwargs})
-                        stored.load_into(backbone)
+                        if _QUANTIZE_ON_LOAD.get():  # filled one by one, each layer quantized when filled
+                            with built_to_be_filled(lambda: target.from_config(init)) as backbone:
+                                stored.load_into(backbone)
+                        else:
+                            with weights_to_be_loaded(stored):
+                                backbone = target.from_config(init)
+                            stored.load_into(backbone)
                 except Exception:
                     checked.result()  # a corrupted file reports its checksum, not the h5 error
                     raise
@@ -317,13 +371,18 @@ class Backbone(keras.Model):
     def quantize(self, mode, config=None, **kwargs):
         """Quantizes the frozen base to int8 (weight-only), one layer at a time.
 
-        Every Dense and Embedding kernel becomes int8 with a float32 scale per
+        Every Dense and Embedding kernel becomes int8 with a scale per
         output channel: half the memory of bfloat16, a quarter of float32.
         Activations stay in the compute dtype. Meant for a base under LoRA
         (`enable_lora` before or after): the int8 weights cannot train, the
         LoRA matrices stay float32. A quantized backbone saves adapters
         (`save_lora_weights`, loadable into the unquantized base too), not
         presets. See `backbones.quantize`.
+
+        On a loaded backbone the float model was held first (and TensorFlow
+        keeps the freed memory for later tensors): to load a checkpoint as
+        int8, `from_preset(preset, quantize="int8")` quantizes each layer as
+        it is read and peaks at about the int8 size.
 
         Args:
             mode: str. `"int8"`, the only mode.

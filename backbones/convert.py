@@ -4,7 +4,6 @@ from backbones import registry
 from backbones.errors import PresetFormatError
 from backbones.hf_checkpoint import HFCheckpoint
 from backbones.tokenizer import Tokenizer
-from backbones.variables import deferred_variables
 
 
 def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
@@ -14,7 +13,7 @@ def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
     config to constructor arguments and every tensor to a variable; tensors
     left over are an error.
     """
-    from backbones.backbone import check_subclass, weights_to_be_loaded
+    from backbones.backbone import built_to_be_filled, check_subclass
 
     model_type = hf_config["model_type"]
     converter = registry.HF_CONVERTERS.get(model_type)
@@ -31,10 +30,8 @@ def load_hf_checkpoint(cls, directory, hf_config, load_weights, kwargs, preset):
         reader = HFCheckpoint(directory)
         # Built unallocated; each variable is then created from its converted
         # tensor (backbones/variables.py): the weights are held once.
-        with weights_to_be_loaded(), deferred_variables() as finish:
-            backbone = target(**init)
-        converter.convert_weights(backbone, reader, hf_config)
-        finish()
+        with built_to_be_filled(lambda: target(**init)) as backbone:
+            converter.convert_weights(backbone, reader, hf_config)
         reader.check_all_used(ignore=getattr(converter, "ignored_tensors", ()))
     else:
         backbone = target(**init)

@@ -26,7 +26,6 @@ import numpy as np
 from backbones import preset_io, registry
 from backbones.errors import ConversionError, PresetFormatError
 from backbones.hf_checkpoint import assign
-from backbones.variables import deferred_variables
 from backbones.weights_h5 import read_array, weight_files
 
 PREFIX = "keras_hub>"
@@ -74,7 +73,7 @@ def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
     the weights (`config_from_weights(reader) -> kwargs`). `kwargs` override
     (a user's dtype wins).
     """
-    from backbones.backbone import check_subclass, weights_to_be_loaded
+    from backbones.backbone import built_to_be_filled, check_subclass
 
     converter = converter_for(config.get("class_name"), directory)
     target = registry.BACKBONE_CLASSES[converter.backbone_class]
@@ -89,10 +88,8 @@ def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
                 **(from_weights(reader) if from_weights and reader else {}), **kwargs}
         if load_weights:
             # Built unallocated; each variable is then created from its stored array.
-            with weights_to_be_loaded(), deferred_variables() as finish:
-                backbone = target(**init)
-            converter.convert_weights(backbone, reader, hub_config)
-            finish()
+            with built_to_be_filled(lambda: target(**init)) as backbone:
+                converter.convert_weights(backbone, reader, hub_config)
             reader.check_all_used()
         else:
             backbone = target(**init)

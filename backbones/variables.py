@@ -14,7 +14,9 @@ Measured on a Gemma-2B-shaped transformers checkpoint (bf16 safetensors,
 """
 
 import contextlib
+import contextvars
 import mmap
+import weakref
 
 import keras
 import numpy as np
@@ -25,6 +27,7 @@ except ImportError:  # pragma: no cover - other Keras layouts: build as usual
     global_state = None
 
 _PENDING = "uninitialized_variables"  # Keras's own list of variables created unallocated
+_ON_FILLED = contextvars.ContextVar("on_filled", default=None)
 
 
 def aligned_empty(shape, dtype):
@@ -101,15 +104,41 @@ def is_pending(variable):
 def fill(variable, value):
     """Creates a pending variable from `value` (an array this caller owns,
     adopted without a copy when its dtype matches), or assigns `value` to a
-    variable that already exists."""
+    variable that already exists. Then calls the `on_filled` callback, if any."""
     if not is_pending(variable):
         variable.assign(as_tensor(value, variable.dtype))
-        return
-    tensor = as_tensor(value, variable.dtype)
-    import tensorflow as tf  # only reached on TensorFlow: elsewhere variables are never pending
+    else:
+        tensor = as_tensor(value, variable.dtype)
+        import tensorflow as tf  # only reached on TensorFlow: elsewhere variables are never pending
 
-    with tf.init_scope():
-        variable._initialize(tensor)
+        with tf.init_scope():
+            variable._initialize(tensor)
+        del tensor
+    del value  # the callback may replace the variable (quantization): hold no copy of its value
+    callback = _ON_FILLED.get()
+    if callback is not None:
+        callback(variable)
+
+
+@contextlib.contextmanager
+def on_filled(callback):
+    """Within it, `fill` calls `callback(variable)` after filling each variable
+    (`backbones.quantize.quantizing_as_filled` quantizes its layer there).
+
+    Example:
+    >>> import keras, numpy as np
+    >>> seen = []
+    >>> v = keras.Variable(np.zeros(2, "float32"))
+    >>> with on_filled(seen.append):
+    ...     fill(v, np.ones(2, "float32"))
+    >>> seen == [v], v.numpy().tolist()
+    (True, [1.0, 1.0])
+    """
+    token = _ON_FILLED.set(callback)
+    try:
+        yield
+    finally:
+        _ON_FILLED.reset(token)
 
 
 @contextlib.contextmanager
@@ -117,10 +146,13 @@ def deferred_variables():
     """Builds models inside it without allocating their variables.
 
     On leaving the block, nothing is allocated yet: fill each variable with
-    `fill(variable, array)`, then call the yielded `finish()` to initialise
-    whatever was not filled (with its initializer, as usual). Leaving the
-    block through an error, or without `finish()`, still frees Keras of the
-    pending variables. On backends other than TensorFlow it builds as usual.
+    `fill(variable, array)`, then call the yielded `finish()` to create
+    whatever was not filled: from the value assigned to it inside the block
+    when there was one (Keras's `quantize` assigns its new int8 kernel: it
+    is adopted, not copied into a zero-initialised buffer), else with its
+    initializer, as usual. Leaving the block through an error, or without
+    `finish()`, still frees Keras of the pending variables. On backends other
+    than TensorFlow it builds (and assigns) as usual.
 
     Example:
     >>> import keras, numpy as np
@@ -140,16 +172,26 @@ def deferred_variables():
     outer = global_state.get_global_attribute(_PENDING, []) or []
     global_state.set_global_attribute(_PENDING, [])
     pending = []
+    scope = keras.StatelessScope(initialize_variables=False)  # records assignments instead of doing them
 
     def finish():
-        for variable in pending:
-            if is_pending(variable):
+        for ref in pending:
+            variable = ref()
+            if variable is None or not is_pending(variable):
+                continue
+            assigned = scope.get_current_value(variable)
+            if assigned is None:
                 variable._deferred_initialize()
+            else:
+                fill(variable, assigned)
         pending.clear()
+        scope.state_mapping.clear()
 
     try:
-        with keras.StatelessScope(initialize_variables=False):
+        with scope:
             yield finish
     finally:
-        pending.extend(global_state.get_global_attribute(_PENDING, []) or [])
+        # Weak references: a variable replaced while loading (a kernel quantized
+        # as soon as it is filled) must be freed then, not when finish() runs.
+        pending.extend(weakref.ref(v) for v in global_state.get_global_attribute(_PENDING, []) or [])
         global_state.set_global_attribute(_PENDING, outer)

@@ -41,7 +41,7 @@ import keras
 
 from backbones.errors import PresetFormatError
 from backbones.preset_io import read_json
-from backbones.variables import ArrayView, aligned_empty
+from backbones.variables import ArrayView, aligned_empty, fill
 
 try:  # Keras's own guards against external links, virtual datasets and size bombs.
     from keras.src.saving.saving_lib import safe_get_h5_dataset
@@ -208,4 +208,4 @@ class StoredWeights(contextlib.AbstractContextManager):
             )
         for key, variable in variables.items():
             if self._requests[key] != 1:
-                variable.assign(self.array(key))
+                fill(variable, self.array(key))  # also creates a variable built unallocated

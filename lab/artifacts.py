@@ -288,7 +288,7 @@ def _load_model_dir(directory, verify_base):
         resolve_preset(preset)
     except BackboneLabError:
         preset = record["preset"]  # e.g. a package directory moved by a reinstall: the name still finds it
-    backbone = backbones.Backbone.from_preset(preset, dtype=record["dtype"])
+    backbone = backbones.Backbone.from_preset(preset, dtype=record["dtype"], quantize=record.get("quantize"))
     if verify_base:
         differ = BaseRecord(preset, backbone).differences(record)
         if differ:
@@ -297,8 +297,6 @@ def _load_model_dir(directory, verify_base):
                 f"base the run trained on ({directory / BASE_FILE}): {differ[:5]}. The adapter only fits that "
                 f"base: make {record['pinned']!r} available (download that revision), or pass "
                 "verify_base=False to load anyway.")
-    if record.get("quantize"):
-        backbone.quantize(record["quantize"])
     if (directory / ADAPTER_FILE).is_file():
         backbone.load_lora_weights(directory / ADAPTER_FILE)
     spec = task_presets.read_task_spec(directory)

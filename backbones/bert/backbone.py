@@ -3,6 +3,7 @@
 import keras
 
 from backbones.backbone import Backbone, normal_initializer
+from backbones.common.dense import Dense
 from backbones.bert.family import FAMILY
 from backbones.bert.layers import BertBlock
 from backbones.gpt2.layers import PositionEmbedding  # the same learned absolute positions
@@ -64,7 +65,7 @@ class BertBackbone(Backbone):
                       activation, dtype=policy, name=f"transformer_layer_{i}")
             for i in range(num_layers)
         ]
-        self.pooled_dense = keras.layers.Dense(
+        self.pooled_dense = Dense(
             hidden_dim, activation="tanh", kernel_initializer=normal_initializer(0.02),
             dtype=policy, name="pooled_dense")
 

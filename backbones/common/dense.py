@@ -7,9 +7,12 @@ reducing it to A and B, the same matmul as training W itself. Here the
 adapted path is `x W + s (x A) B`: W is only read, and gradients reach A and
 B through rank-r products. Everything else is Keras's: `enable_lora`, the
 variable names `lora_kernel_a` / `lora_kernel_b`, `kernel` (merged, what
-`save_weights` writes), serialization, and quantized calls (`int8` and the
-others never reach `call`; Keras's `_int8_call` is already factorised;
-`quantize` is Keras's, with its refusal of subclasses lifted).
+`save_weights` writes), serialization, `quantize` (with its refusal of
+subclasses lifted) and the int8 layer's variables. The int8 call is Keras's
+math with the dequantized kernel made only when the layer's input exists
+(`quantize.int8_matmul`, TensorFlow): Keras's own call dequantized every
+layer's kernel at the start of each step. Every projection of every family
+is this class, so a quantized backbone has no Keras int8 call left.
 
 What it bought (scripts/bench_lora_forward.py: Gemma-2B widths, 2 layers,
 bf16, LoRA r4 on every linear layer, batch 8 x 48, no XLA, two A/B rounds):
@@ -20,6 +23,8 @@ within noise (their kernel gradients are ~2% of a Gemma step's FLOPs).
 
 import keras
 from keras import ops
+
+from backbones.quantize import int8_matmul
 
 
 @keras.saving.register_keras_serializable(package="backbone_lab")
@@ -44,10 +49,26 @@ class Dense(keras.layers.Dense):
     def call(self, inputs, training=None):
         if not self.lora_enabled:
             return super().call(inputs, training=training)
+        return self._lora_bias_activation(inputs, ops.matmul(inputs, self._kernel))
+
+    def _int8_call(self, inputs, training=None):
+        # Keras's int8 call casts the int8 kernel with no dependence on the
+        # inputs: TensorFlow's executor then dequantizes every layer's kernel
+        # when the step starts and keeps them all alive (more memory than the
+        # bfloat16 model). quantize.int8_matmul ties each cast to the layer's input.
+        if keras.backend.backend() != "tensorflow" or self.inputs_quantizer is not None:
+            return super()._int8_call(inputs, training=training)
+        x = int8_matmul(inputs, self._kernel, self.kernel_scale)
+        if not self.lora_enabled:
+            return self._bias_activation(x)
+        return self._lora_bias_activation(inputs, x)
+
+    def _lora_bias_activation(self, inputs, x):
         a, b = ops.convert_to_tensor(self.lora_kernel_a), ops.convert_to_tensor(self.lora_kernel_b)
-        x = ops.matmul(inputs, self._kernel)
         low_rank = ops.multiply(ops.matmul(ops.cast(inputs, a.dtype), a), self.lora_alpha / self.lora_rank)
-        x = ops.add(x, ops.cast(ops.matmul(low_rank, b), x.dtype))
+        return self._bias_activation(ops.add(x, ops.cast(ops.matmul(low_rank, b), x.dtype)))
+
+    def _bias_activation(self, x):
         if self.bias is not None:
             x = ops.add(x, self.bias)
         if self.activation is not None:

@@ -3,6 +3,7 @@
 import keras
 
 from backbones.backbone import Backbone, normal_initializer
+from backbones.common.dense import Dense
 from backbones.common.attention import DecoderMask
 from backbones.common.decoder import GatedDecoderBlock, decode_with_cache, init_decoder_cache
 from backbones.common.logits import tied_logits
@@ -99,7 +100,7 @@ class LlamaBackbone(Backbone):
         # so it is saved, loaded and counted with the backbone's weights.
         self.output_embedding = None
         if not tie_word_embeddings:
-            self.output_embedding = keras.layers.Dense(
+            self.output_embedding = Dense(
                 vocabulary_size, use_bias=False, kernel_initializer=init, dtype=policy, name="output_embedding")
             self.output_embedding.build((None, None, hidden_dim))
 

@@ -1,6 +1,7 @@
 """An int8 frozen base under LoRA: trains, saves adapters, refuses presets and bad modes."""
 
 import gc
+import sys
 import weakref
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import pytest
 
 import tasks
 from backbones import Backbone, QuantizationError, registry
+from backbones import quantize
 from backbones.common.logits import tied_logits
 from backbones.quantize import quantize_layer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = sorted({meta["class_name"]: name for name, meta in registry.BACKBONE_PRESETS.items()
                if Path(str(meta["handle"])).is_dir()}.values())
@@ -28,8 +32,7 @@ def _fit_losses(task, x, y=None, steps=6):
 @pytest.mark.parametrize("preset", TINY)
 def test_int8_base_with_lora_trains(preset):
     keras.utils.set_random_seed(0)
-    backbone = Backbone.from_preset(preset, dtype="bfloat16")
-    backbone.quantize("int8")
+    backbone = Backbone.from_preset(preset, dtype="bfloat16", quantize="int8")
     backbone.enable_lora(2)
     assert backbone.quantized and backbone.token_embedding.embeddings.dtype == "int8"
     kernels = [w for w in backbone.weights if w.name == "kernel"]
@@ -93,11 +96,105 @@ def test_quantize_layer_drops_the_float_kernel():
     dense = keras.layers.Dense(64)
     dense.build((None, 32))
     float_kernel = weakref.ref(dense.kernel)
-    assert quantize_layer(dense) and dense.kernel.dtype == "int8"
+    gc.disable()  # quantize_layer skips Keras's gc.collect(): the kernel must go by reference counting
+    try:
+        assert quantize_layer(dense) and dense.kernel.dtype == "int8"
+        assert float_kernel() is None, "the float kernel must not outlive its layer's quantization"
+    finally:
+        gc.enable()
     assert not quantize_layer(dense)  # already quantized: left alone
     assert not quantize_layer(keras.layers.LayerNormalization())
-    gc.collect()
-    assert float_kernel() is None, "the float kernel must not outlive its layer's quantization"
+
+
+def _tiny_gemma_checkpoint(directory):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_scale_checkpoint import make_checkpoint
+
+    return make_checkpoint("gemma_2b", directory, config_overrides={
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 512})
+
+
+@pytest.mark.parametrize("preset", TINY + ["hf_checkpoint"])
+def test_quantizing_while_loading_equals_quantizing_after(preset, tmp_path):
+    """Native presets (every family; Llama's untied LM head) and a transformers
+    checkpoint (converted): the same int8 weights, scales and outputs, and the
+    LoRA model trains on it."""
+    if preset == "hf_checkpoint":
+        preset = _tiny_gemma_checkpoint(tmp_path)
+    after = Backbone.from_preset(preset, dtype="bfloat16")
+    after.quantize("int8")
+    loaded = Backbone.from_preset(preset, dtype="bfloat16", quantize="int8")
+    assert loaded.quantized and loaded.dtype_policy.name == "bfloat16"
+    weights = {w.path: w for w in after.weights}
+    assert sorted(weights) == sorted(w.path for w in loaded.weights)
+    for w in loaded.weights:
+        assert w.dtype == weights[w.path].dtype, w.path
+        np.testing.assert_array_equal(w.numpy(), weights[w.path].numpy(), err_msg=w.path)
+    assert {w.path for w in loaded.weights if w.dtype == "int8"} == {
+        w.path for w in after.weights if w.dtype == "int8"} != set()
+    x = {"token_ids": np.array([[5, 6, 7, 8]]), "padding_mask": np.array([[1, 1, 1, 1]])}
+    if "segment_ids" in loaded.input:
+        x["segment_ids"] = np.zeros((1, 4), "int32")
+    for model in (after, loaded):
+        model.enable_lora(2)
+        for w in model.trainable_weights:
+            w.assign(np.full(w.shape, 0.05, "float32"))
+    for ours, reference in zip(keras.tree.flatten(loaded(x)), keras.tree.flatten(after(x))):
+        np.testing.assert_array_equal(np.asarray(ours, "float32"), np.asarray(reference, "float32"))
+
+
+def test_int8_matmul_dequantizes_after_its_input_and_matches_the_float_gradients():
+    """The cast of the int8 kernel runs after the layer input exists (forward)
+    and after the incoming gradient (backward): a control dependency in the
+    graph. Values and input gradients are those of the dequantized kernel."""
+    import tensorflow as tf
+
+    from backbones.common.dense import Dense
+
+    layer = Dense(16, dtype="float32")
+    layer.build((None, 8))
+    float_kernel = layer.kernel.numpy()
+    quantize_layer(layer)
+    dequantized = layer.kernel.numpy().astype("float32") / layer.kernel_scale.numpy()
+    np.testing.assert_allclose(dequantized, float_kernel, atol=np.abs(float_kernel).max() / 127)
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32"))
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        return y, tape.gradient(loss, x)
+
+    y, grad = step(x)
+    np.testing.assert_allclose(y, x.numpy() @ dequantized, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad, (2 * y.numpy()) @ dequantized.T, rtol=1e-4, atol=1e-4)
+    graph = step.get_concrete_function(x).graph
+
+    def casts_of_int8(g):
+        for op in g.get_operations():
+            if op.type == "Cast" and op.inputs[0].dtype == tf.int8:
+                yield op
+
+    casts = list(casts_of_int8(graph))
+    assert len(casts) == 2, [c.name for c in casts]  # one in the forward, one in the backward
+    assert all(c.control_inputs for c in casts), "a dequantizing cast without a control dependency"
+
+
+def test_chunked_absmax_is_keras_absmax_over_chunks(monkeypatch):
+    """Keras's scheme (float32 weights give Keras's exact result), whatever the chunking."""
+    from keras.src.quantizers.quantizers import abs_max_quantize
+
+    monkeypatch.setattr(quantize, "CHUNK_ELEMENTS", 40)  # several chunks of rows, a partial one last
+    w = np.random.default_rng(0).normal(size=(13, 7)).astype("float32")
+    for axis in (0, -1):
+        q, scale = quantize.ChunkedAbsMax(axis=axis)(keras.Variable(w))
+        q_ref, scale_ref = abs_max_quantize(w, axis, to_numpy=True)
+        np.testing.assert_array_equal(np.asarray(q), np.asarray(q_ref))
+        np.testing.assert_allclose(np.asarray(scale), np.asarray(scale_ref), rtol=1e-6)
 
 
 def test_unsupported_modes_are_refused():

@@ -13,8 +13,8 @@ from lab import artifacts
 TEXTS = ["a great film", "an awful film", "fine", "so dull"]
 
 
-def trained_lora_task(task_class=tasks.TextClassifier, dtype="float32", **kwargs):
-    backbone = backbones.Backbone.from_preset("gpt2_tiny_en", dtype=dtype)
+def trained_lora_task(task_class=tasks.TextClassifier, dtype="float32", quantize=None, **kwargs):
+    backbone = backbones.Backbone.from_preset("gpt2_tiny_en", dtype=dtype, quantize=quantize)
     backbone.enable_lora(2)
     task = task_class(backbone, sequence_length=16, **kwargs)
     task.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
@@ -52,6 +52,15 @@ def test_lora_run_logs_once_and_rebuilds_the_same_predictions(tmp_path):
     assert type(again) is tasks.TextClassifier and again.backbone.lora_spec == task.backbone.lora_spec
     # Equal up to float rounding (two traced graphs may order the LoRA matmuls differently).
     np.testing.assert_allclose(again.predict(TEXTS, verbose=0), task.predict(TEXTS, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_int8_lora_run_rebuilds_its_quantized_base_with_the_same_predictions(tmp_path):
+    task, base = trained_lora_task(dtype="bfloat16", quantize="int8", num_classes=2)
+    assert base.to_dict()["quantize"] == "int8"
+    artifacts.save_run_model(task, base, "adapter", tmp_path)
+    again = artifacts.load_run_model(tmp_path)  # the base quantized as it loads, then the adapter
+    assert again.backbone.quantized and again.backbone.token_embedding.embeddings.dtype == "int8"
+    np.testing.assert_array_equal(again.predict(TEXTS, verbose=0), task.predict(TEXTS, verbose=0))
 
 
 @pytest.mark.parametrize("task_class, kwargs", [(tasks.TextClassifier, {"num_classes": 3}), (tasks.CausalLM, {})])
