@@ -311,6 +311,26 @@ class Backbone(keras.Model):
         if self.tokenizer is not None:
             self.tokenizer.save_to_preset(directory)
 
+    def export_to_transformers(self, directory, max_shard_size=5.0):
+        """Writes a transformers checkpoint of the bare model (`GPT2Model`,
+        `LlamaModel`, `GemmaModel`, `BertModel`): `config.json`, safetensors
+        (sharded past `max_shard_size` GB) and the tokenizer files.
+        `transformers.AutoModel.from_pretrained(directory)` gives our hidden
+        states. LoRA is merged in; atomic like `save_to_preset`. A task's
+        `export_to_transformers` writes its head too (an untied Llama's
+        output embedding is the causal LM's head).
+
+        Example:
+        >>> import backbones, tempfile, json, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()) / "hf"
+        >>> backbones.Backbone.from_preset("gpt2_tiny_en").export_to_transformers(d)
+        >>> json.loads((d / "config.json").read_text())["architectures"]
+        ['GPT2Model']
+        """
+        from backbones.transformers_export import export
+
+        export(self, directory, max_shard_size=max_shard_size)
+
     # -- LoRA -------------------------------------------------------------
     @property
     def lora_spec(self):

@@ -109,6 +109,9 @@ class CausalLM(Task):
         shifted = {"token_ids": ids[:, :-1], "padding_mask": mask[:, :-1]}
         return shifted, ids[:, 1:], mask[:, 1:].astype("float32")
 
+    def _transformers_head(self):
+        return "causal_lm", None
+
     def _default_loss(self):
         # Divide by the summed weights (real tokens), not by every position.
         return losses.SparseCrossEntropy(reduction="mean_with_sample_weight")

@@ -95,12 +95,6 @@ class LlamaConverter:
             return None
         return "llama"
 
-    @classmethod
-    def architectures_of(cls, model_type):
-        name = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}[model_type]
-        return {"base": (f"{name}Model", ""), "causal_lm": (f"{name}ForCausalLM", "model."),
-                "classifier": (f"{name}ForSequenceClassification", "model.")}
-
     @staticmethod
     def export_config(backbone):
         config = {
@@ -142,3 +136,9 @@ class Qwen2Converter(LlamaConverter):
             raise ConversionError(
                 "qwen2 checkpoint has use_sliding_window=true (per-layer sliding windows); not supported.")
         return {"attention_bias": True, "attention_output_bias": False}
+
+
+# transformers class (and tensor prefix) written for each head, per layout.
+for _converter, _name in ((LlamaConverter, "Llama"), (MistralConverter, "Mistral"), (Qwen2Converter, "Qwen2")):
+    _converter.architectures = {"base": (f"{_name}Model", ""), "causal_lm": (f"{_name}ForCausalLM", "model."),
+                                "classifier": (f"{_name}ForSequenceClassification", "model.")}
