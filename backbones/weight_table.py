@@ -34,7 +34,7 @@ class Layout:
 
 SAME = Layout(lambda t: (t,), lambda a: a[0])
 LINEAR = Layout(lambda t: (t.T,), lambda a: a[0].T, "linear")  # torch (out, in) <-> Keras kernel (in, out)
-LINEAR_BIAS = SAME
+CONV1D = Layout(SAME.to_ours, SAME.to_hf, "conv1d")  # GPT-2's Conv1D: (in, out), like our kernels
 
 
 def fused(n, kind="conv1d"):
@@ -74,8 +74,7 @@ class Entry:
 def dense(name, layer, transpose=True):
     """Entries of a Dense layer: `<name>.weight` (transposed torch Linear, or
     a Conv1D kept as is) and `<name>.bias` when the layer has one."""
-    entries = [Entry(f"{name}.weight", ((layer, "kernel"),), LINEAR if transpose else Layout(
-        SAME.to_ours, SAME.to_hf, "conv1d"))]
+    entries = [Entry(f"{name}.weight", ((layer, "kernel"),), LINEAR if transpose else CONV1D)]
     if layer.use_bias:
         entries.append(Entry(f"{name}.bias", ((layer, "bias"),)))
     return entries

@@ -9,7 +9,7 @@ import pytest
 
 import backbones
 from backbones import registry
-from backbones.errors import ConversionError
+from backbones.errors import ConversionError, QuantizationError
 from tests.helpers import hidden, randomize_lora
 
 IDS = np.array([[5, 6, 7, 8, 9, 3], [9, 10, 11, 4, 0, 0]], "int32")
@@ -172,7 +172,7 @@ def test_classifier_exports_to_sequence_classification(model_type, tmp_path):
     assert np.abs(got - expected).max() < 1e-4
 
 
-def test_decoder_classifier_with_a_bias_is_refused(tmp_path):
+def test_what_transformers_cannot_hold_is_refused(tmp_path):
     import tasks
 
     save_tiny(tiny_hf_model("gpt2"), tmp_path / "source")
@@ -180,6 +180,14 @@ def test_decoder_classifier_with_a_bias_is_refused(tmp_path):
     clf.output_dense.bias.assign(np.ones(2, "float32"))
     with pytest.raises(ConversionError, match="non-zero bias.*head_bias=False"):
         clf.export_to_transformers(tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+    clf.output_dense.bias.assign(np.zeros(2, "float32"))
+    clf.preprocessor.tokenizer.special_tokens["pad"] = SPECIAL["eos"]  # transformers would skip the pooled eos
+    with pytest.raises(ConversionError, match="pad token is its eos token"):
+        clf.export_to_transformers(tmp_path / "export")
+    clf.backbone.quantize("int8")
+    with pytest.raises(QuantizationError, match="quantized"):
+        clf.backbone.export_to_transformers(tmp_path / "export")
     assert not (tmp_path / "export").exists()
 
 
