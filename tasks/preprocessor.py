@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 
+from tasks import examples
 from tasks.errors import MissingTokenizerError, TaskConfigError, TaskInputError, TruncationWarning
 
 # Texts per call of the Rust batch encoder: bounds the memory of the
@@ -117,14 +118,14 @@ class Preprocessor:
         `targets[:, i]` is the token after `inputs["token_ids"][:, i]`, and
         `sample_weight` is 1 on real targets, 0 on padding.
         """
-        ids = self.tokenize(texts)
-        start = [] if self.bos_id is None else [self.bos_id]
-        end = [] if self.eos_id is None else [self.eos_id]
-        length = self.sequence_length + 1
-        self._note_truncation(sum(len(start) + len(x) > length for x in ids), len(ids))
-        token_ids, mask = self._pad([(start + x + end)[:length] for x in ids], length)
-        inputs = {"token_ids": token_ids[:, :-1], "padding_mask": mask[:, :-1]}
-        return inputs, token_ids[:, 1:], mask[:, 1:].astype("float32")
+        return self.causal_lm_examples(examples.from_token_ids(self.tokenize(texts), self.bos_id, self.eos_id))
+
+    def causal_lm_examples(self, items):
+        """`(inputs, targets, sample_weight)` of `tasks.examples.Example`s, one
+        per row: the weight is each target token's loss mask (0 on padding)."""
+        arrays, truncated = examples.causal_lm_rows(items, self.sequence_length, self.pad_id)
+        self._note_truncation(truncated, len(items))
+        return arrays
 
     def prompts(self, texts):
         """Unpadded, untruncated `[BOS] tokens` of each prompt (for generation)."""
