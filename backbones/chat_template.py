@@ -43,8 +43,8 @@ def render(template, messages, add_generation_prompt=False, special_tokens=None,
     variables = {f"{role}_token": token for role, token in (special_tokens or {}).items()}
     variables.update(extra)
     try:
-        return _compiled(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                          **variables)
+        compiled = compile_template(template)
+        return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
     except ChatTemplateError:
         raise
     except Exception as e:  # jinja2's undefined / type errors from inside the template
@@ -52,7 +52,8 @@ def render(template, messages, add_generation_prompt=False, special_tokens=None,
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(template):
+def compile_template(template):
+    """The compiled Jinja template (cached); `ChatTemplateError` if it is not valid Jinja."""
     import jinja2
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
