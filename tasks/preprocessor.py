@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 
+from backbones.chat_template import normalize_messages
 from tasks import examples
 from tasks.errors import MissingTokenizerError, TaskConfigError, TaskInputError, TruncationWarning
 
@@ -23,7 +24,8 @@ class Preprocessor:
     - `causal_lm`: `[BOS] tokens [EOS]`, packed to `sequence_length + 1`
       and shifted into inputs, next-token targets and a sample weight that
       is 0 on padding. A truncated text loses its `[EOS]` (it does not end there).
-    - `prompts`: `[BOS] tokens`, unpadded, for `CausalLM.generate`.
+    - `prompts`: `[BOS] tokens`, unpadded, for `CausalLM.generate`
+      (`chat_prompts`: conversations under the chat template).
 
     Padding uses the tokenizer's pad token, or id 0 when it has none (padded
     positions are masked, so the id does not matter). An empty string packs
@@ -131,6 +133,15 @@ class Preprocessor:
         """Unpadded, untruncated `[BOS] tokens` of each prompt (for generation)."""
         start = [] if self.bos_id is None else [self.bos_id]
         return [start + x for x in self.tokenize(texts)]
+
+    def chat_prompts(self, conversations):
+        """Unpadded token ids of each conversation under the tokenizer's chat
+        template with its generation prompt (no BOS added: the template has its own).
+        A str is one user message; sharegpt turns are accepted."""
+        texts = [self.tokenizer.apply_chat_template(
+            normalize_messages([{"role": "user", "content": c}] if isinstance(c, str) else c, f"prompt {i}"),
+            add_generation_prompt=True) for i, c in enumerate(conversations)]
+        return [list(ids) for ids in self.tokenizer(texts)]
 
     def _pad(self, rows, length):
         token_ids = np.full((len(rows), length), self.pad_id, dtype="int32")
