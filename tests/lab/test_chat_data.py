@@ -113,3 +113,21 @@ def test_chat_lora_runs_offline_and_its_model_chats(tmp_path):
     assert isinstance(reply, str) and "What is" not in reply
     assert task.preprocessor.tokenizer.detokenize([prompt_ids], skip_special_tokens=False)[0].startswith(
         "<s> <|user|>")
+
+
+def test_readme_example_file_of_each_format_loads(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    import re
+
+    blocks = re.findall(r"```jsonl\n(.*?)```", readme.split("## Data", 1)[1].split("\n## ", 1)[0], re.S)
+    formats = {"text": dict(label_column=None), "classification": dict(num_classes=2),
+               "instruction": {}, "chat": {}, "sharegpt": dict(format="chat", messages_column="conversations")}
+    lines = [line for block in blocks for line in block.strip().splitlines()]
+    assert len(lines) == len(formats)
+    for (name, extra), line in zip(formats.items(), lines):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text((line + "\n") * 4)
+        cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), {"format": name, **extra},
+                              dict(source="local", path=str(path), validation_fraction=0.25))
+        train_split, _ = data.load(cfg, seed=0)
+        assert train_split.format == cfg.format and len(train_split) == 3
