@@ -56,6 +56,7 @@ class DataConfig:
     validation_fraction: float = 0.2
     max_train_samples: Optional[int] = None
     max_validation_samples: Optional[int] = None
+    packing: bool = False  # causal_lm: several examples per row (tasks.packing); validation stays one per row
 
 
 @dataclass
@@ -162,6 +163,9 @@ def validate(cfg):
         if cfg.backbone.dtype in ("float16", "mixed_float16"):
             raise ConfigError(f"backbone.quantize={cfg.backbone.quantize} with backbone.dtype={cfg.backbone.dtype}: "
                               "Keras's int8 layers do not compute in float16. Use bfloat16 or float32.")
+    if cfg.data.get("packing") and cfg.task.name != "causal_lm":
+        raise ConfigError(f"data.packing=true packs examples for language modelling; task={cfg.task.name} "
+                          "takes one example per row. Set task=causal_lm or data.packing=false.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:

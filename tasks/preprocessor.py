@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 
+from tasks import packing
 from tasks.errors import MissingTokenizerError, TaskConfigError, TaskInputError, TruncationWarning
 
 # Texts per call of the Rust batch encoder: bounds the memory of the
@@ -125,6 +126,20 @@ class Preprocessor:
         token_ids, mask = self._pad([(start + x + end)[:length] for x in ids], length)
         inputs = {"token_ids": token_ids[:, :-1], "padding_mask": mask[:, :-1]}
         return inputs, token_ids[:, 1:], mask[:, 1:].astype("float32")
+
+    def packed_causal_lm(self, texts):
+        """`((inputs, targets, sample_weight), stats)` with several texts per row.
+
+        Each text is `[BOS] tokens [EOS]` as in `causal_lm` (cut at
+        `sequence_length + 1` ids); rows are filled by best-fit decreasing
+        (`tasks.packing`) and `inputs` gains `segment_ids` (1, 2, ... per text
+        in its row, 0 on padding) for `CausalLM(..., packing=True)`.
+        """
+        ids = self.tokenize(texts)
+        start = [] if self.bos_id is None else [self.bos_id]
+        end = [] if self.eos_id is None else [self.eos_id]
+        self._note_truncation(sum(len(start) + len(x) > self.sequence_length + 1 for x in ids), len(ids))
+        return packing.pack([start + x + end for x in ids], self.sequence_length, self.pad_id)
 
     def prompts(self, texts):
         """Unpadded, untruncated `[BOS] tokens` of each prompt (for generation)."""
