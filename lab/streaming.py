@@ -27,11 +27,11 @@ Example:
 (True, True)
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from lab import data
 from lab.schema import ConfigError
 
 CHUNK_ROWS = 10_000  # rows per read of a CSV/Parquet file: a few MB of text
@@ -39,25 +39,15 @@ BUFFER_SIZE = 10_000  # examples in the shuffle buffer
 
 
 def file_format(path, fmt=None):
-    """`fmt`, or the format of `path` from its suffix."""
-    fmt = fmt or Path(path).suffix.lstrip(".").lower()
-    if fmt not in ("jsonl", "json", "csv", "tsv", "parquet"):
-        raise ConfigError(f"{path}: unknown format {fmt!r}; set data.format to csv, tsv, jsonl or parquet.")
-    return fmt
+    """`fmt`, or the type of `path` from its suffix (`lab.data.file_format`)."""
+    return data.file_format(Path(path), {"file_format": fmt})
 
 
 def iter_records(path, fmt=None, chunk_rows=CHUNK_ROWS):
     """Yields the records (dicts) of a data file, reading `chunk_rows` rows at a time."""
     fmt = file_format(path, fmt)
     if fmt in ("jsonl", "json"):
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ConfigError(f"{path}, line {number}: not valid JSON ({e.msg} at column {e.colno}). "
-                                          "Fix or remove that line.") from None
+        yield from data.read_jsonl(path)  # line by line
     elif fmt in ("csv", "tsv"):
         import pandas as pd
 
@@ -73,9 +63,7 @@ def iter_records(path, fmt=None, chunk_rows=CHUNK_ROWS):
 
 def iter_huggingface(name, split):
     """Yields the records of a Hugging Face dataset split in `datasets`' streaming mode."""
-    from lab.data import require_datasets
-
-    require_datasets()
+    data.require_datasets()
     import datasets
 
     try:

@@ -1,6 +1,7 @@
 """Building the task of an experiment and its training arrays."""
 
 import tasks
+from tasks import examples
 
 
 def build_task(cfg, backbone, sequence_length, packing=False):
@@ -11,17 +12,40 @@ def build_task(cfg, backbone, sequence_length, packing=False):
     return tasks.CausalLM(backbone, sequence_length=sequence_length, packing=packing)
 
 
-def task_arrays(task, split, pack=True):
+def task_arrays(task, split, data_cfg, pack=True):
     """`(x, y)` or `(x, y, sample_weight)` arrays of a data split, tokenised once;
-    packed rows when the task packs and `pack` (validation: one text per row)."""
+    packed rows when the task packs and `pack` (validation: one example per row)."""
     if not isinstance(task, tasks.CausalLM):
         return task.preprocessor(split.texts), split.labels
+    items = causal_lm_examples(task, split, data_cfg)
     if not task.packing:
-        return task.preprocessor.causal_lm(split.texts)
+        return task.preprocessor.causal_lm_examples(items)
     if pack:
-        arrays, stats = task.preprocessor.packed_causal_lm(split.texts)
+        arrays, stats = task.preprocessor.packed_causal_lm_examples(items)
         print(f"Packing: {stats.examples} examples in {stats.rows} rows of {stats.sequence_length}, "
               f"padding {stats.waste:.1%} of slots (unpacked: {stats.unpacked_waste:.1%}).")
         return arrays
-    x, y, weight = task.preprocessor.causal_lm(split.texts)
+    x, y, weight = task.preprocessor.causal_lm_examples(items)
     return {**x, "segment_ids": x["padding_mask"]}, y, weight
+
+
+def causal_lm_examples(task, split, data_cfg):
+    """The `tasks.examples.Example`s (token ids, loss mask) of a split for a causal LM.
+
+    Text trains on every token. Instruction examples are `[BOS] prompt answer
+    [EOS]`; chat examples are rendered with the chat template (its own special
+    tokens, no extra BOS/EOS). With `data.train_on=completion` only the answer
+    (the output, or every assistant turn with its end-of-turn) is in the loss.
+    A `data.chat_template` becomes the tokenizer's, so the saved model keeps
+    the template it was trained with.
+    """
+    pre = task.preprocessor
+    if split.format in ("text", "classification"):
+        return examples.from_token_ids(pre.tokenize(split.texts), pre.bos_id, pre.eos_id)
+    if split.format == "instruction":
+        rendered = [examples.render_instruction(ex["prompt"], ex["answer"]) for ex in split.texts]
+        return examples.encode(pre.tokenizer, rendered, pre.bos_id, pre.eos_id, data_cfg.train_on)
+    if data_cfg.chat_template:
+        pre.tokenizer.chat_template = data_cfg.chat_template
+    rendered = [examples.render_chat(pre.tokenizer, messages) for messages in split.texts]
+    return examples.encode(pre.tokenizer, rendered, train_on=data_cfg.train_on)
