@@ -39,8 +39,8 @@ def main(cfg: DictConfig) -> float:
     import mlflow
 
     import backbones
-    from lab import artifacts, checkpoint, data, sweep, tracking, training
-    from lab.tasks import build_task, task_arrays
+    from lab import artifacts, checkpoint, data, streaming, sweep, tracking, training
+    from lab.tasks import build_task, make_train_batches, task_arrays
 
     checkpoint_dir = checkpoint.directory_for(cfg)
     state = checkpoint.read_state(checkpoint_dir) if cfg.trainer.checkpoint else None
@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> float:
             tracking.log_config(cfg, hydra_cfg.runtime.output_dir, hydra_cfg.runtime.choices, hydra_cfg.overrides.task)
         training.seed_everything(cfg.seed, cfg.trainer.deterministic)
 
-        train_split, val_split = data.load(cfg.data, cfg.seed)
+        train_split, val_split = (streaming if streaming.enabled(cfg.data) else data).load(cfg.data, cfg.seed)
         if train_split.label_names:
             mlflow.log_dict({"label_names": train_split.label_names}, "labels.json")
 
@@ -70,8 +70,8 @@ def main(cfg: DictConfig) -> float:
             backbone.enable_remat()
 
         task = build_task(cfg.task, backbone, cfg.trainer.sequence_length, packing=cfg.data.packing)
-        train_batches = training.EpochBatches(task_arrays(task, train_split, cfg.data), cfg.trainer.batch_size, cfg.seed,
-                                              epoch=state["epoch"] if state else 0)
+        train_batches = make_train_batches(task, train_split, cfg.data, cfg.trainer.batch_size, cfg.seed,
+                                           epoch=state["epoch"] if state else 0)
         val_batches = training.EpochBatches(task_arrays(task, val_split, cfg.data, pack=False), cfg.trainer.batch_size, cfg.seed, shuffle=False)
         total_steps = cfg.trainer.epochs * len(train_batches)
         if cfg.trainer.max_steps:

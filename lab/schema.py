@@ -78,6 +78,9 @@ class DataConfig:
     max_train_samples: Optional[int] = None
     max_validation_samples: Optional[int] = None
     packing: bool = False  # causal_lm: several examples per row (tasks.packing); validation stays one per row
+    # causal_lm: read the training file in chunks through a shuffle buffer (lab/streaming.py), never whole.
+    # null: when the file is larger than 256 MB (lab.streaming.STREAMING_BYTES).
+    streaming: Optional[bool] = None
 
 
 @dataclass
@@ -197,6 +200,13 @@ def validate(cfg):
     if cfg.data.get("packing") and cfg.task.name != "causal_lm":
         raise ConfigError(f"data.packing=true packs examples for language modelling; task={cfg.task.name} "
                           "takes one example per row. Set task=causal_lm or data.packing=false.")
+    if cfg.data.get("streaming"):
+        if cfg.task.name != "causal_lm":
+            raise ConfigError(f"data.streaming=true streams examples for language modelling; task={cfg.task.name} "
+                              "maps labels over the whole file first. Set data.streaming=false.")
+        if cfg.data.get("packing"):
+            raise ConfigError("data.packing=true with data.streaming=true is not supported yet: packing needs the "
+                              "lengths of all examples up front. Choose one of the two.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:

@@ -29,6 +29,7 @@ Example:
 
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from lab import data
@@ -36,6 +37,11 @@ from lab.schema import ConfigError
 
 CHUNK_ROWS = 10_000  # rows per read of a CSV/Parquet file: a few MB of text
 BUFFER_SIZE = 10_000  # examples in the shuffle buffer
+# data.streaming=null streams a training file above this size. Tokenised in memory, a file costs
+# about 12 bytes per slot (ids, mask, targets, weights) times rows x sequence_length: far more than
+# the file itself for short examples, so the threshold is low.
+STREAMING_BYTES = 256 * 2**20
+VALIDATION_CAP = 5_000  # validation examples kept in memory when streaming, unless data.max_validation_samples
 
 
 def file_format(path, fmt=None):
@@ -95,54 +101,105 @@ def shuffle_buffer(items, buffer_size, seed):
         yield buffer[i]
 
 
+def held_out(indices, fraction, seed):
+    """Boolean: which example indices are validation, by a hash of (seed, index).
+
+    Per example, not per chunk or order: the same examples are held out
+    whatever the chunk size, the buffer or the epoch.
+
+    Example:
+    >>> mask = held_out(np.arange(10_000), 0.1, seed=42)
+    >>> round(float(mask.mean()), 2), bool((mask == held_out(np.arange(10_000), 0.1, seed=42)).all())
+    (0.1, True)
+    """
+    with np.errstate(over="ignore"):  # wrap-around is the point: a splitmix64 step
+        h = np.asarray(indices, "uint64") + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        h = h ^ (h >> np.uint64(31))
+    return (h >> np.uint64(11)).astype("float64") / float(1 << 53) < fraction
+
+
+def _default_cfg():
+    from omegaconf import OmegaConf
+
+    from lab.schema import DataConfig
+
+    return OmegaConf.structured(DataConfig(label_column=None))
+
+
 class ExampleStream:
-    """The texts of a file (or a Hugging Face split), streamed epoch by epoch.
+    """The examples of a file (or a Hugging Face split), streamed epoch by epoch.
+
+    An example is what `lab.data.load` makes of a record for `data.format`
+    (a text, an instruction's prompt and answer, a conversation).
 
     Args:
         path: str or Path. The data file; or `hf://name[:split]` for a
             Hugging Face dataset read in `datasets` streaming mode.
-        text_column: str. Column holding the text.
-        fmt: str. `jsonl`, `csv`, `tsv`, `parquet`; None: from the suffix.
+        data_cfg: the `data` config node (columns, format, file type);
+            None: plain text in a `text` column.
         buffer_size: int. Shuffle buffer, in examples; 0: file order.
         seed: int. The run's seed; epoch k shuffles with `(seed, k)`.
-        chunk_rows: int. Rows per read of a CSV / Parquet file.
+        chunk_rows: int. Rows read (and converted) at a time.
+        holdout: float. The fraction of examples held out (`held_out`).
+        part: str. `"train"` (all but the held-out ones) or `"validation"`.
+        limit: int. At most this many examples (the first, in file order).
     """
 
-    def __init__(self, path, text_column="text", fmt=None, buffer_size=BUFFER_SIZE, seed=0, chunk_rows=CHUNK_ROWS):
-        self.path, self.text_column, self.fmt = str(path), text_column, fmt
+    def __init__(self, path, data_cfg=None, buffer_size=BUFFER_SIZE, seed=0, chunk_rows=CHUNK_ROWS,
+                 holdout=0.0, part="train", limit=None):
+        self.path, self.cfg = str(path), data_cfg if data_cfg is not None else _default_cfg()
         self.buffer_size, self.seed, self.chunk_rows = buffer_size, seed, chunk_rows
+        self.holdout, self.part, self.limit = holdout, part, limit
+        self.format = data.example_format(self.cfg)
+        self.label_names = None  # as `data.Split`: language modelling has no labels
         if not self.path.startswith("hf://"):
-            file_format(self.path, fmt)  # an unknown format fails now, not at the first batch
+            file_format(self.path, self.cfg.get("file_format"))  # an unknown type fails now, not at the first batch
 
-    def _texts(self):
+    def _records(self):
         if self.path.startswith("hf://"):
             name, _, split = self.path[len("hf://"):].partition(":")
-            records = iter_huggingface(name, split or "train")
-        else:
-            records = iter_records(self.path, self.fmt, self.chunk_rows)
-        for number, record in enumerate(records):
-            if self.text_column not in record:
-                raise ConfigError(f"data.text_column={self.text_column!r} is not in record {number} of "
-                                  f"{self.path}; its keys: {sorted(record)}.")
-            text = record[self.text_column]
-            yield "" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
+            return iter_huggingface(name, split or "train")
+        return iter_records(self.path, self.cfg.get("file_format"), self.chunk_rows)
+
+    def _examples(self):
+        """This part's examples in file order, converted a chunk at a time."""
+        examples = self._all_examples()
+        return examples if self.limit is None else (e for _, e in zip(range(self.limit), examples))
+
+    def _all_examples(self):
+        records, start = self._records(), 0
+        while True:
+            chunk = [r for _, r in zip(range(self.chunk_rows), records)]
+            if not chunk:
+                return
+            table = {k: [r.get(k) for r in chunk] for k in chunk[0]}
+            split = data._to_split(table, self.cfg, f"{self.path}, rows {start}..{start + len(chunk) - 1}")
+            keep = held_out(np.arange(start, start + len(chunk)), self.holdout, self.seed)
+            if self.part == "train":
+                keep = ~keep
+            for example, kept in zip(split.texts, keep):
+                if kept:
+                    yield example
+            start += len(chunk)
 
     def epoch(self, epoch, skip=0):
-        """Yields the texts of epoch `epoch`, starting after the first `skip` (a resume)."""
-        texts = self._texts()
+        """Yields the examples of epoch `epoch`, starting after the first `skip` (a resume)."""
+        examples = self._examples()
         if self.buffer_size:
-            texts = shuffle_buffer(texts, self.buffer_size, [self.seed, epoch])
-        for i, text in enumerate(texts):
+            examples = shuffle_buffer(examples, self.buffer_size, [self.seed, epoch])
+        for i, example in enumerate(examples):
             if i >= skip:
-                yield text
+                yield example
 
     def count(self):
-        """Examples per epoch (Parquet: from the file's metadata; else one read of the file)."""
-        if not self.path.startswith("hf://") and file_format(self.path, self.fmt) == "parquet":
-            import pyarrow.parquet as pq
+        """Examples per epoch: one read of the file, nothing tokenised."""
+        return sum(1 for _ in self._examples())
 
-            return pq.ParquetFile(self.path).metadata.num_rows
-        return sum(1 for _ in self._texts())
+    def split(self):
+        """This part's examples (file order) as an in-memory `lab.data.Split`."""
+        return data.Split(list(self._examples()), format=self.format)
 
 
 class StreamBatches:
@@ -163,7 +220,7 @@ class StreamBatches:
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "d.csv"
     >>> _ = path.write_text("text\\n" + "".join(f"t{i}\\n" for i in range(7)))
-    >>> batches = StreamBatches(ExampleStream(path, seed=0, buffer_size=0), list, batch_size=3)
+    >>> batches = StreamBatches(ExampleStream(path, buffer_size=0), list, batch_size=3)
     >>> batches.next_batch(), batches.position
     (['t0', 't1', 't2'], {'epoch': 0, 'examples': 3})
     """
@@ -189,3 +246,74 @@ class StreamBatches:
     def next_epoch(self):
         self.epoch, self.examples = self.epoch + 1, 0
         self._texts = self.stream.epoch(self.epoch)
+
+
+class KerasStream(keras.utils.PyDataset):
+    """`StreamBatches` as a Keras dataset of `steps_per_epoch` batches per epoch.
+
+    Keras reads batches in order (no shuffle, one worker); the batches last
+    served are kept, so Keras peeking at batch 0 for its input specs does not
+    consume one. The stream's epoch advances with Keras's `on_epoch_end`.
+    """
+
+    def __init__(self, batches, steps_per_epoch):
+        super().__init__()
+        self.batches, self.steps_per_epoch = batches, steps_per_epoch
+        self._served, self._next = {}, 0  # this epoch's last two batches by index; the next index to read
+
+    @property
+    def num_batches(self):
+        return self.steps_per_epoch
+
+    def __len__(self):
+        return self.steps_per_epoch
+
+    def __getitem__(self, index):
+        if index < self._next - len(self._served):
+            raise IndexError(f"Batch {index} of a stream was requested after batch {self._next - 1}: "
+                             "streamed data is read in order only.")
+        while index >= self._next:
+            try:
+                self._served[self._next] = self.batches.next_batch()
+            except StopIteration:
+                raise IndexError(f"The stream ended before batch {index} of epoch {self.batches.epoch} "
+                                 f"(steps_per_epoch={self.steps_per_epoch}): the file changed since it was counted?") from None
+            self._served.pop(self._next - 2, None)
+            self._next += 1
+        return self._served[index]
+
+    def on_epoch_end(self):
+        self.batches.next_epoch()
+        self._served, self._next = {}, 0
+
+
+def enabled(cfg):
+    """Whether to stream the training data: `data.streaming`, or (null) when
+    the training file is larger than `STREAMING_BYTES`."""
+    if cfg.get("streaming") is not None:
+        return bool(cfg.streaming)
+    if cfg.source == "huggingface" or data.example_format(cfg) == "classification":
+        return False  # labels are mapped over the whole file: not streamed
+    return any(path.stat().st_size > STREAMING_BYTES for key, path in data.files(cfg) if key != "data.validation_path")
+
+
+def load(cfg, seed):
+    """`(train, validation)`: an `ExampleStream` of the training examples and
+    an in-memory validation `Split` (`data.validation_path`, the Hugging Face
+    `data.validation_split_name`, or `data.validation_fraction` of the examples
+    held out by hash), capped at `data.max_validation_samples` or
+    `VALIDATION_CAP`."""
+    if cfg.source == "huggingface":
+        path = f"hf://{cfg.name}:{cfg.split}"
+        separate = f"hf://{cfg.name}:{cfg.validation_split_name}" if cfg.validation_split_name else None
+    else:
+        paths = dict(data.files(cfg))
+        path, separate = paths["data.path" if cfg.source == "local" else "data.name"], paths.get("data.validation_path")
+    holdout = 0.0 if separate else cfg.validation_fraction
+    train = ExampleStream(path, cfg, seed=seed, holdout=holdout, limit=cfg.max_train_samples)
+    cap = cfg.max_validation_samples or VALIDATION_CAP
+    validation = ExampleStream(separate or path, cfg, seed=seed, holdout=1.0 if separate else holdout,
+                               part="validation", limit=cap).split()
+    if len(validation) == 0:
+        raise ConfigError("The validation split is empty: raise data.validation_fraction or set data.validation_path.")
+    return train, validation

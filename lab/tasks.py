@@ -1,6 +1,7 @@
 """Building the task of an experiment and its training arrays."""
 
 import tasks
+from lab import data, streaming, training
 from tasks import examples
 
 
@@ -10,6 +11,21 @@ def build_task(cfg, backbone, sequence_length, packing=False):
         return tasks.TextClassifier(backbone, num_classes=cfg.num_classes, sequence_length=sequence_length,
                                     dropout=cfg.dropout)
     return tasks.CausalLM(backbone, sequence_length=sequence_length, packing=packing)
+
+
+def make_train_batches(task, split, data_cfg, batch_size, seed, epoch=0):
+    """The training batches from epoch `epoch`: `training.EpochBatches` of a
+    split tokenised once, or for a streamed split (`streaming.ExampleStream`)
+    a `streaming.KerasStream` tokenising batch by batch; both give epoch k
+    the same order whatever ran before, so a resumed run sees the same data."""
+    if not isinstance(split, streaming.ExampleStream):
+        return training.EpochBatches(task_arrays(task, split, data_cfg), batch_size, seed, epoch=epoch)
+    steps = split.count() // batch_size  # one read of the file, nothing tokenised
+    if steps == 0:
+        raise data.ConfigError(f"{split.path} has fewer training examples than trainer.batch_size={batch_size}.")
+    batch = streaming.StreamBatches(
+        split, lambda items: task_arrays(task, data.Split(items, format=split.format), data_cfg), batch_size, epoch)
+    return streaming.KerasStream(batch, steps)
 
 
 def task_arrays(task, split, data_cfg, pack=True):

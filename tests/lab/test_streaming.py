@@ -26,6 +26,10 @@ def data_file(request, tmp_path):
 def test_file_larger_than_a_chunk_streams_every_example_once(data_file):
     stream = streaming.ExampleStream(data_file, buffer_size=0, chunk_rows=32)  # 250 rows: 8 chunks
     assert list(stream.epoch(0)) == TEXTS and stream.count() == 250
+    # A held-out part for validation: disjoint, together everything, whatever the chunk size.
+    train = list(streaming.ExampleStream(data_file, buffer_size=0, chunk_rows=32, holdout=0.2).epoch(0))
+    val = streaming.ExampleStream(data_file, chunk_rows=100, holdout=0.2, part="validation").split().texts
+    assert sorted(train + val) == sorted(TEXTS) and 25 < len(val) < 75
 
 
 def test_resumed_mid_epoch_gives_the_same_remaining_examples_in_order(data_file):
@@ -62,5 +66,5 @@ def test_shuffle_buffer_is_determined_by_the_seed():
 def test_a_missing_column_names_the_key(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"body": "x"}\n')
-    with pytest.raises(ConfigError, match="data.text_column='text' is not in record 0"):
+    with pytest.raises(ConfigError, match="data.text_column='text' is not a column of .*d.jsonl, rows 0..0"):
         list(streaming.ExampleStream(path).epoch(0))
