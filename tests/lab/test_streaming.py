@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,3 +69,45 @@ def test_a_missing_column_names_the_key(tmp_path):
     path.write_text('{"body": "x"}\n')
     with pytest.raises(ConfigError, match="data.text_column='text' is not a column of .*d.jsonl, rows 0..0"):
         list(streaming.ExampleStream(path).epoch(0))
+
+
+def test_keras_stream_serves_in_order_and_a_peek_does_not_consume(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:40]))
+    stream = streaming.ExampleStream(path, buffer_size=8, seed=1)
+    keras_stream = streaming.KerasStream(streaming.StreamBatches(stream, list, batch_size=10), steps_per_epoch=4)
+    first = keras_stream[0]
+    assert keras_stream[0] == first and [keras_stream[i] for i in range(4)][0] == first  # Keras peeks at batch 0
+    with pytest.raises(IndexError, match="read in order only"):
+        keras_stream[0]
+    keras_stream.on_epoch_end()
+    assert keras_stream.batches.position == {"epoch": 1, "examples": 0}
+    assert keras_stream[0] == list(stream.epoch(1))[:10] != first
+
+
+def test_train_py_streams_a_local_file(tmp_path):
+    from tests.lab.test_train import FAST, runs, train
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    result = train(tmp_path, *FAST, "task=causal_lm", "data=local", f"data.path={path}", "data.label_column=null",
+                   "data.streaming=true", "data.validation_fraction=0.1", "trainer.max_steps=3")
+    assert "val_loss" in result.stdout
+    (run,) = runs(tmp_path)
+    assert run.info.status == "FINISHED" and np.isfinite(run.data.metrics["final_val_loss"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data": {"packing": True}}, "data.packing=true packs examples for language modelling"),
+    ({"data": {"streaming": True}}, "data.streaming=true streams examples for language modelling"),
+    ({"task": {"name": "causal_lm"}, "data": {"streaming": True, "packing": True}}, "not supported yet"),
+])
+def test_impossible_packing_and_streaming_combinations_fail_naming_the_key(overrides, message):
+    from omegaconf import OmegaConf
+
+    from lab import schema
+
+    cfg = OmegaConf.merge(OmegaConf.structured(schema.TrainConfig), {"backbone": {"preset": "gpt2_tiny_en"},
+                                                                      "task": {"num_classes": 2}}, overrides)
+    with pytest.raises(ConfigError, match=message):
+        schema.validate(cfg)

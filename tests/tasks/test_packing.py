@@ -85,3 +85,12 @@ def test_fit_on_strings_packs_and_unsupported_backbone_is_refused():
             tasks.CausalLM(backbone, packing=True)
         finally:
             type(backbone).is_encoder = restore
+
+
+def test_loss_masks_travel_into_packed_rows():
+    from tasks.examples import Example
+
+    items = [Example.of([1, 5, 6, 7, 2], [0, 0, 0, 1, 1]), Example.of([1, 8, 2], [0, 1, 1])]  # prompt masked
+    (x, y, w), stats = packing.pack([e.token_ids for e in items], 8, weights=[e.loss_mask for e in items])
+    assert x["token_ids"].tolist() == [[1, 5, 6, 7, 1, 8, 0, 0]] and x["segment_ids"].tolist() == [[1, 1, 1, 1, 2, 2, 0, 0]]
+    assert y.tolist() == [[5, 6, 7, 2, 8, 2, 0, 0]] and w.tolist() == [[0, 0, 1, 1, 1, 1, 0, 0]]
