@@ -175,15 +175,15 @@ def validate(cfg):
     if cfg.lora.rank is not None and not cfg.lora.targets:
         raise ConfigError("lora.targets is empty: name the projections to adapt, e.g. [query, value].")
     if cfg.task.name == "classifier":
+        if cfg.data.format not in (None, "classification"):
+            raise ConfigError(f"data.format={cfg.data.format} trains a language model: use task=causal_lm "
+                              "(task=classifier takes data.format=classification).")
         if cfg.task.num_classes is None or cfg.task.num_classes < 2:
             raise ConfigError(
                 f"task.num_classes={cfg.task.num_classes}: a classifier needs at least 2 classes. "
                 "Set data.num_classes=K (task.num_classes follows it) or task.num_classes=K.")
         if cfg.data.label_column is None:
             raise ConfigError("data.label_column is null, but task=classifier needs labels.")
-        if cfg.data.format not in (None, "classification"):
-            raise ConfigError(f"data.format={cfg.data.format} trains a language model: use task=causal_lm "
-                              "(task=classifier takes data.format=classification).")
     if cfg.tracking.get("log_preset") is not None:
         raise ConfigError(
             f"tracking.log_preset={cfg.tracking.log_preset} was replaced by tracking.save: adapter (the default: "

@@ -52,8 +52,8 @@ def causal_lm_examples(task, split, data_cfg):
     [EOS]`; chat examples are rendered with the chat template (its own special
     tokens, no extra BOS/EOS). With `data.train_on=completion` only the answer
     (the output, or every assistant turn with its end-of-turn) is in the loss.
-    A `data.chat_template` becomes the tokenizer's, so the saved model keeps
-    the template it was trained with.
+    A `data.chat_template` becomes the preprocessor's, so the saved model
+    keeps the template it was trained with (for `generate(..., chat=True)`).
     """
     pre = task.preprocessor
     if split.format in ("text", "classification"):
@@ -62,6 +62,6 @@ def causal_lm_examples(task, split, data_cfg):
         rendered = [examples.render_instruction(ex["prompt"], ex["answer"]) for ex in split.texts]
         return examples.encode(pre.tokenizer, rendered, pre.bos_id, pre.eos_id, data_cfg.train_on)
     if data_cfg.chat_template:
-        pre.tokenizer.chat_template = data_cfg.chat_template
-    rendered = [examples.render_chat(pre.tokenizer, messages) for messages in split.texts]
+        pre.chat_template = data_cfg.chat_template
+    rendered = [examples.render_chat(pre.tokenizer, messages, pre.chat_template) for messages in split.texts]
     return examples.encode(pre.tokenizer, rendered, train_on=data_cfg.train_on)

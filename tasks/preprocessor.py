@@ -40,6 +40,9 @@ class Preprocessor:
         is_encoder: bool. Pack for a bidirectional encoder (BERT).
         add_end_token: bool. Decoders: append eos for classification, so the
             last real token (the one pooled) is the same token for every text.
+        chat_template: str. A Jinja chat template for chat data and
+            `generate(..., chat=True)`, instead of the tokenizer's own; saved
+            in the task's preprocessor config, so a trained model keeps it.
 
     Example:
     >>> import backbones, tasks
@@ -53,7 +56,7 @@ class Preprocessor:
     ((1, 8), (1, 8), [[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
     """
 
-    def __init__(self, tokenizer, sequence_length=128, is_encoder=False, add_end_token=True):
+    def __init__(self, tokenizer, sequence_length=128, is_encoder=False, add_end_token=True, chat_template=None):
         if tokenizer is None:
             raise MissingTokenizerError(
                 "Preprocessor got tokenizer=None. Load a preset that has a tokenizer "
@@ -65,6 +68,7 @@ class Preprocessor:
         self.sequence_length = sequence_length
         self.is_encoder = bool(is_encoder)
         self.add_end_token = bool(add_end_token)
+        self.chat_template = chat_template
         self.truncated_count = 0
         self._warned = False
         role = tokenizer.special_token_id
@@ -157,7 +161,7 @@ class Preprocessor:
         A str is one user message; sharegpt turns are accepted."""
         texts = [self.tokenizer.apply_chat_template(
             normalize_messages([{"role": "user", "content": c}] if isinstance(c, str) else c, f"prompt {i}"),
-            add_generation_prompt=True) for i, c in enumerate(conversations)]
+            add_generation_prompt=True, chat_template=self.chat_template) for i, c in enumerate(conversations)]
         return [list(ids) for ids in self.tokenizer(texts)]
 
     def _pad(self, rows, length):
@@ -181,8 +185,11 @@ class Preprocessor:
             )
 
     def get_config(self):
-        return {"sequence_length": self.sequence_length, "is_encoder": self.is_encoder,
-                "add_end_token": self.add_end_token}
+        config = {"sequence_length": self.sequence_length, "is_encoder": self.is_encoder,
+                  "add_end_token": self.add_end_token}
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        return config
 
 
 def as_text_list(texts):
