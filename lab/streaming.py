@@ -252,14 +252,18 @@ class KerasStream(keras.utils.PyDataset):
     """`StreamBatches` as a Keras dataset of `steps_per_epoch` batches per epoch.
 
     Keras reads batches in order (no shuffle, one worker); the batches last
-    served are kept, so Keras peeking at batch 0 for its input specs does not
-    consume one. The stream's epoch advances with Keras's `on_epoch_end`.
+    served are kept, so Keras peeking at the first batches for its input specs
+    (two in Keras 3.15, `NUM_BATCHES_FOR_TENSOR_SPEC`; one more in
+    `tasks.task.build_training_state`) consumes none. The stream's epoch
+    advances with Keras's `on_epoch_end`.
     """
+
+    KEEP = 4  # batches kept for re-reads: more than Keras's peeks
 
     def __init__(self, batches, steps_per_epoch):
         super().__init__()
         self.batches, self.steps_per_epoch = batches, steps_per_epoch
-        self._served, self._next = {}, 0  # this epoch's last two batches by index; the next index to read
+        self._served, self._next = {}, 0  # this epoch's last KEEP batches by index; the next index to read
 
     @property
     def num_batches(self):
@@ -278,7 +282,7 @@ class KerasStream(keras.utils.PyDataset):
             except StopIteration:
                 raise IndexError(f"The stream ended before batch {index} of epoch {self.batches.epoch} "
                                  f"(steps_per_epoch={self.steps_per_epoch}): the file changed since it was counted?") from None
-            self._served.pop(self._next - 2, None)
+            self._served.pop(self._next - self.KEEP, None)
             self._next += 1
         return self._served[index]
 
