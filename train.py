@@ -77,15 +77,15 @@ def main(cfg: DictConfig) -> float:
         if cfg.trainer.max_steps:
             total_steps = min(total_steps, cfg.trainer.max_steps)
         task.compile(optimizer=training.build_optimizer(cfg.optimizer, total_steps), jit_compile=cfg.trainer.jit_compile)
-        start_epoch = checkpoint.restore(task, checkpoint_dir, base, state) if state else 0
+        start_epoch = checkpoint.restore(task, checkpoint_dir, base, state, train_batches) if state else 0
         if not state:
             tracking.log_parameter_counts(task)
 
         callbacks = [tracking.epoch_callback(),
                      training.StepLogger(cfg.trainer.log_every_n_steps,
-                                         cfg.trainer.batch_size * cfg.trainer.sequence_length, cfg.trainer.max_steps)]
+                                         cfg.trainer.batch_size * cfg.trainer.sequence_length, total_steps)]
         if cfg.trainer.checkpoint:
-            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id, base))
+            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id, base, cfg.trainer.checkpoint_every_n_steps))
         if cfg.trainer.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(cfg.task.metric, patience=cfg.trainer.early_stopping_patience,
                                                            mode=cfg.task.metric_mode, restore_best_weights=True))

@@ -102,6 +102,7 @@ class TrainerConfig:
     jit_compile: Optional[bool] = None  # null: tasks.task.default_jit_compile (XLA for float32 on CPU)
     remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
+    checkpoint_every_n_steps: Optional[int] = None  # also mid-epoch (long epochs, streamed data): resumes at that batch
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
     log_every_n_steps: int = 10
@@ -166,6 +167,7 @@ def validate(cfg):
                 "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
                 "optimizer.learning_rate": cfg.optimizer.learning_rate}
     for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
+                "trainer.checkpoint_every_n_steps",
                 "data.max_train_samples", "data.max_validation_samples"):
         if OmegaConf.select(cfg, key) is not None:
             positive[key] = OmegaConf.select(cfg, key)

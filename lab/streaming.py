@@ -254,8 +254,9 @@ class KerasStream(keras.utils.PyDataset):
     Keras reads batches in order (no shuffle, one worker); the batches last
     served are kept, so Keras peeking at the first batches for its input specs
     (two in Keras 3.15, `NUM_BATCHES_FOR_TENSOR_SPEC`; one more in
-    `tasks.task.build_training_state`) consumes none. The stream's epoch
-    advances with Keras's `on_epoch_end`.
+    `tasks.task.build_training_state`) consumes none. The stream runs on
+    from one pass over the data into the next when a pass ends (a pass has
+    `steps_per_epoch` full batches), so a resumed Keras epoch may span two.
     """
 
     KEEP = 4  # batches kept for re-reads: more than Keras's peeks
@@ -272,22 +273,30 @@ class KerasStream(keras.utils.PyDataset):
     def __len__(self):
         return self.steps_per_epoch
 
+    def skip_to(self, step):
+        """Resumes after `step` batches in all (see `training.EpochBatches.skip_to`):
+        the stream restarts at that batch of its epoch, replayed without tokenising."""
+        epoch, batch = divmod(step, self.steps_per_epoch)
+        self.batches = StreamBatches(self.batches.stream, self.batches.to_arrays, self.batches.batch_size,
+                                     epoch, batch * self.batches.batch_size)
+        self._served, self._next = {}, 0
+
     def __getitem__(self, index):
         if index < self._next - len(self._served):
             raise IndexError(f"Batch {index} of a stream was requested after batch {self._next - 1}: "
                              "streamed data is read in order only.")
         while index >= self._next:
             try:
-                self._served[self._next] = self.batches.next_batch()
-            except StopIteration:
-                raise IndexError(f"The stream ended before batch {index} of epoch {self.batches.epoch} "
-                                 f"(steps_per_epoch={self.steps_per_epoch}): the file changed since it was counted?") from None
+                batch = self.batches.next_batch()
+            except StopIteration:  # the end of a pass: on into the next (a resumed epoch spans two)
+                self.batches.next_epoch()
+                batch = self.batches.next_batch()
+            self._served[self._next] = batch
             self._served.pop(self._next - self.KEEP, None)
             self._next += 1
         return self._served[index]
 
     def on_epoch_end(self):
-        self.batches.next_epoch()
         self._served, self._next = {}, 0
 
 

@@ -81,8 +81,10 @@ def test_keras_stream_serves_in_order_and_a_peek_does_not_consume(tmp_path):
     with pytest.raises(IndexError, match="read in order only"):
         keras_stream[0]
     keras_stream.on_epoch_end()
-    assert keras_stream.batches.position == {"epoch": 1, "examples": 0}
-    assert keras_stream[0] == list(stream.epoch(1))[:5] != first
+    assert keras_stream[0] == list(stream.epoch(1))[:5] != first  # on into the next pass
+    assert keras_stream.batches.position == {"epoch": 1, "examples": 5}
+    keras_stream.skip_to(8 + 3)  # a resume after 11 batches: batch 3 of the second pass
+    assert keras_stream[0] == list(stream.epoch(1))[15:20]
 
 
 def test_train_py_streams_a_local_file(tmp_path):
@@ -111,3 +113,52 @@ def test_impossible_packing_and_streaming_combinations_fail_naming_the_key(overr
                                                                       "task": {"num_classes": 2}}, overrides)
     with pytest.raises(ConfigError, match=message):
         schema.validate(cfg)
+
+
+@pytest.mark.filterwarnings("ignore::tasks.TruncationWarning")
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+def test_mid_epoch_checkpoint_resumes_at_the_next_batch(tmp_path, streamed):
+    """Interrupted at step 8 of 12 (epoch 2 of 2, checkpoint every 4 steps): the resumed run trains the
+    remaining batches in the same order and ends with the uninterrupted run's weights."""
+    import keras
+
+    import backbones
+    import tasks
+    from lab import checkpoint, training
+
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:26]))  # 6 batches of 4, 2 left over
+
+    def make():
+        keras.utils.set_random_seed(0)
+        lm = tasks.CausalLM(backbones.Backbone.from_preset("gpt2_tiny_en"), sequence_length=12)
+        lm.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
+        if streamed:
+            stream = streaming.ExampleStream(path, buffer_size=8, seed=3)
+            return lm, streaming.KerasStream(streaming.StreamBatches(stream, lm.preprocessor.causal_lm, 4), 6)
+        return lm, training.EpochBatches(lm.preprocessor.causal_lm(TEXTS[:26]), 4, seed=3)
+
+    def fit(lm, batches, callbacks, initial_epoch=0):
+        lm.fit(batches, epochs=2, initial_epoch=initial_epoch, steps_per_epoch=6, shuffle=False, verbose=0,
+               callbacks=[*callbacks, training.StepLogger(10**9, 1, max_steps=12)])
+
+    straight, batches = make()
+    fit(straight, batches, [])
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) == 8:
+                raise KeyboardInterrupt
+
+    interrupted, batches = make()
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, batches, [checkpoint.EpochCheckpoint(tmp_path / "ckpt", "run", every_n_steps=4), Interrupt()])
+    state = checkpoint.read_state(tmp_path / "ckpt")
+    assert state["epoch"] == 1 and state["file"] == "epoch-0001-step-00000008.npz"
+
+    resumed, batches = make()
+    start = checkpoint.restore(resumed, tmp_path / "ckpt", None, state, batches)
+    fit(resumed, batches, [], initial_epoch=start)
+    assert int(resumed.optimizer.iterations) == 12
+    for a, b in zip(straight.trainable_weights, resumed.trainable_weights, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, err_msg=a.path)
