@@ -5,8 +5,10 @@ in about a second, before TensorFlow is imported or an MLflow run exists.
 config.json (built-in names, directories, Hugging Face / Kaggle caches; an
 uncached hub preset is downloaded by the run, and checked then), and checks
 the family against the task and the LoRA targets, the sequence length
-against the model's positions, the data files and columns (header or first
-record) and the labels against `num_classes`, the writable directories and
+against the model's positions, the data files and the columns of
+`data.format` (header or first record; for chat, the first conversation),
+the labels against `num_classes`, the chat template (given or the preset's,
+compiled), the writable directories and
 the tracking server. Each failure is one `ConfigError` naming the key or
 file and what to do. `python train.py +check=true` runs it alone.
 

@@ -1,6 +1,7 @@
 """Building the task of an experiment and its training arrays."""
 
 import tasks
+from backbones.chat_template import ChatTemplateError
 from lab import data, streaming, training
 from tasks import examples
 
@@ -63,5 +64,12 @@ def causal_lm_examples(task, split, data_cfg):
         return examples.encode(pre.tokenizer, rendered, pre.bos_id, pre.eos_id, data_cfg.train_on)
     if data_cfg.chat_template:
         pre.chat_template = data_cfg.chat_template
-    rendered = [examples.render_chat(pre.tokenizer, messages, pre.chat_template) for messages in split.texts]
+    rendered = []
+    for i, messages in enumerate(split.texts):
+        try:
+            rendered.append(examples.render_chat(pre.tokenizer, messages, pre.chat_template))
+        except ChatTemplateError as e:
+            source = "data.chat_template" if data_cfg.chat_template else "the model's chat template"
+            raise ChatTemplateError(f"Conversation {i} of the {split.format} data ({messages!r:.200}) "
+                                    f"cannot be rendered with {source}: {e}") from None
     return examples.encode(pre.tokenizer, rendered, train_on=data_cfg.train_on)

@@ -128,8 +128,8 @@ def render_chat(tokenizer, messages, chat_template=None, train_roles=("assistant
 
     A turn's span runs from the end of the conversation before it rendered
     with `add_generation_prompt=True` (so the assistant header is prompt) to
-    the end of the conversation through it (so the end-of-turn token is
-    answer: the model learns to stop). Templates whose earlier text changes
+    the end of the conversation through it, less trailing whitespace (so the
+    end-of-turn token is answer: the model learns to stop). Templates whose earlier text changes
     as turns are added fall back to finding the turn's content in the text.
 
     Args:
@@ -144,7 +144,7 @@ def render_chat(tokenizer, messages, chat_template=None, train_roles=("assistant
     >>> t = "{% for m in messages %}{{ m.role }}: {{ m.content }}\\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
     >>> r = render_chat(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], t)
     >>> [r.text[a:b] for a, b in r.spans]
-    [' Hello\\n']
+    [' Hello']
     """
     def text(turns, prompt=False):
         return tokenizer.apply_chat_template(turns, add_generation_prompt=prompt, chat_template=chat_template)
@@ -156,7 +156,8 @@ def render_chat(tokenizer, messages, chat_template=None, train_roles=("assistant
             continue
         before, through = text(messages[:i], prompt=True), text(messages[:i + 1])
         if full.startswith(before) and full.startswith(through) and len(through) > len(before):
-            lo, hi = len(before), len(through)
+            # Whitespace after the end-of-turn token ("<|im_end|>\n") is the next turn's layout, not the answer.
+            lo, hi = len(before), len(before) + len(through[len(before):].rstrip())
         else:
             content = str(turn["content"]).strip()
             lo = full.find(content, cursor)

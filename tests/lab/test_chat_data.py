@@ -9,6 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from backbones.chat_template import ChatTemplateError
 from lab import data, preflight, schema
 from lab.schema import ConfigError, DataConfig
 from tests.lab.test_train import runs, train
@@ -94,6 +95,11 @@ def test_evaluation_loss_and_perplexity_are_on_the_answer_tokens():
     assert metrics["loss"] == pytest.approx(expected, rel=1e-4)
     assert metrics["perplexity"] == pytest.approx(math.exp(expected), rel=1e-4)
     assert abs(expected - (nll * x["padding_mask"]).sum() / x["padding_mask"].sum()) > 1e-3  # and it differs
+
+    refusing = "{{ raise_exception('no system role') if messages[0]['role'] == 'system' }}"
+    with pytest.raises(ChatTemplateError, match=r"Conversation 1 of the chat data .*data.chat_template: .*no system"):
+        causal_lm_examples(task, data.Split([split.texts[0][-2:], [{"role": "system", "content": "s"}]], format="chat"),
+                           OmegaConf.merge(cfg.data, {"chat_template": refusing}))
 
 
 def test_chat_lora_runs_offline_and_its_model_chats(tmp_path):

@@ -29,7 +29,7 @@ def test_chat_mask_by_hand():
                 {"role": "assistant", "content": "hello you"}, {"role": "user", "content": "bye"},
                 {"role": "assistant", "content": "bye"}]
     rendered = examples.render_chat(tok, messages)
-    assert [rendered.text[a:b] for a, b in rendered.spans] == ["hello you<|im_end|>\n", "bye<|im_end|>\n"]
+    assert [rendered.text[a:b] for a, b in rendered.spans] == ["hello you<|im_end|>", "bye<|im_end|>"]
     (ex,) = examples.encode(tok, [rendered])
     tokens = [tok.tokenizer.id_to_token(int(t)) for t in ex.token_ids]
     assert tokens == ["<|im_start|>", "system", "be", "brief", "<|im_end|>", "<|im_start|>", "user", "hi", "there",
@@ -83,3 +83,32 @@ def test_rows_weight_is_the_mask_of_each_target():
     with pytest.raises(ValueError, match="3 tokens but loss_mask 2"):
         examples.Example.of([1, 2, 3], [1, 1])
     assert np.asarray(items[0].loss_mask)[0] == 0  # nothing predicts the first token
+
+
+def test_ids_and_answer_mask_equal_transformers_assistant_mask(tmp_path):
+    """transformers marks assistant tokens by `{% generation %}` blocks; ours comes from prefix renders and
+    offsets, without such tags. On a byte-level BPE, both give the same ids and the same mask."""
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    from backbones.handles import resolve_preset
+
+    tagged = ("{% for m in messages %}{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}"
+              "{% generation %}{{ m['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}{% else %}"
+              "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
+              "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    bpe = tokenizers.Tokenizer.from_file(str(resolve_preset("gpt2_tiny_en") / "tokenizer.json"))
+    bpe.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": tagged, "eos_token": "<|im_end|>"}))
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    ours = Tokenizer.from_directory(tmp_path)
+    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "the movie?"},
+                {"role": "assistant", "content": " It was great, truly."}, {"role": "user", "content": "and?"},
+                {"role": "assistant", "content": "Boring at the end."}]
+    expected = reference.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True)
+    (ex,) = examples.encode(ours, [examples.render_chat(ours, messages)])
+    assert ex.token_ids.tolist() == list(expected["input_ids"])
+    assert ex.loss_mask.tolist() == list(expected["assistant_masks"]) and ex.loss_mask.sum() > 8
