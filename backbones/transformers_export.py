@@ -192,6 +192,8 @@ def write_tokenizer(tokenizer, directory, backbone=None):
     tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
     roles = {f"{role}_token": token for role, token in tokenizer.special_tokens.items() if role in ROLES}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **roles}
+    if getattr(tokenizer, "chat_template", None):
+        config["chat_template"] = tokenizer.chat_template  # transformers' apply_chat_template reads it here
     if backbone is not None and getattr(backbone, "max_sequence_length", None):
         config["model_max_length"] = int(backbone.max_sequence_length)
     preset_io.write_json(directory / "tokenizer_config.json", config)

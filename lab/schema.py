@@ -77,6 +77,10 @@ class DataConfig:
     validation_fraction: float = 0.2
     max_train_samples: Optional[int] = None
     max_validation_samples: Optional[int] = None
+    packing: bool = False  # causal_lm: several examples per row (tasks.packing); validation stays one per row
+    # causal_lm: read the training file in chunks through a shuffle buffer (lab/streaming.py), never whole.
+    # null: when the file is larger than 256 MB (lab.streaming.STREAMING_BYTES).
+    streaming: Optional[bool] = None
 
 
 @dataclass
@@ -98,6 +102,7 @@ class TrainerConfig:
     jit_compile: Optional[bool] = None  # null: tasks.task.default_jit_compile (XLA for float32 on CPU)
     remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
+    checkpoint_every_n_steps: Optional[int] = None  # also mid-epoch (long epochs, streamed data): resumes at that batch
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
     log_every_n_steps: int = 10
@@ -162,6 +167,7 @@ def validate(cfg):
                 "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
                 "optimizer.learning_rate": cfg.optimizer.learning_rate}
     for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
+                "trainer.checkpoint_every_n_steps",
                 "data.max_train_samples", "data.max_validation_samples"):
         if OmegaConf.select(cfg, key) is not None:
             positive[key] = OmegaConf.select(cfg, key)
@@ -193,6 +199,16 @@ def validate(cfg):
         if cfg.backbone.dtype in ("float16", "mixed_float16"):
             raise ConfigError(f"backbone.quantize={cfg.backbone.quantize} with backbone.dtype={cfg.backbone.dtype}: "
                               "Keras's int8 layers do not compute in float16. Use bfloat16 or float32.")
+    if cfg.data.get("packing") and cfg.task.name != "causal_lm":
+        raise ConfigError(f"data.packing=true packs examples for language modelling; task={cfg.task.name} "
+                          "takes one example per row. Set task=causal_lm or data.packing=false.")
+    if cfg.data.get("streaming"):
+        if cfg.task.name != "causal_lm":
+            raise ConfigError(f"data.streaming=true streams examples for language modelling; task={cfg.task.name} "
+                              "maps labels over the whole file first. Set data.streaming=false.")
+        if cfg.data.get("packing"):
+            raise ConfigError("data.packing=true with data.streaming=true is not supported yet: packing needs the "
+                              "lengths of all examples up front. Choose one of the two.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:
