@@ -196,8 +196,11 @@ def test_tokenizer_export_gives_our_ids(tmp_path):
 
     for preset in ("gpt2_tiny_en", "llama_tiny_en", "gemma_tiny_en", "bert_tiny_random_en"):
         ours = backbones.Backbone.from_preset(preset)
+        ours.tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
         ours.export_to_transformers(tmp_path / preset)
         theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / preset)
+        chat = [{"role": "user", "content": "hi"}]
+        assert theirs.apply_chat_template(chat, tokenize=False) == ours.tokenizer.apply_chat_template(chat)
         for text in ("The movie was great!", "naïve café 🙂  spaces"):
             assert theirs(text, add_special_tokens=False)["input_ids"] == ours.tokenizer([text])[0]
         for role in ours.tokenizer.special_tokens:
