@@ -25,6 +25,7 @@ lists it among its outputs.
 """
 
 import importlib.metadata
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -119,14 +120,20 @@ def _write_pyfunc_files(task, directory, logged, run_id, label_names, examples):
     # A column of strings without a name: a list of texts and any one-column DataFrame both pass.
     signature = mlflow.models.infer_signature(examples, model.predict(examples, params), params)
     metadata = {"task": type(task).__name__, "label_names": model.label_names}
-    with tempfile.TemporaryDirectory(prefix="pyfunc-") as tmp:
-        # save_model refuses a non-empty directory: write its files aside, then move them in.
-        mlflow.pyfunc.save_model(
-            Path(tmp) / "m", loader_module=__name__, signature=signature, input_example=examples,
-            pip_requirements=requirements(), metadata=metadata,
-            mlflow_model=mlflow.models.Model(run_id=run_id, model_id=logged.model_id, model_uuid=logged.model_id))
-        for path in (Path(tmp) / "m").iterdir():
-            shutil.move(str(path), str(Path(directory) / path.name))
+    quiet = logging.getLogger("mlflow.pyfunc")  # "Validating input example against model signature"
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pyfunc-") as tmp:
+            # save_model refuses a non-empty directory: write its files aside, then move them in.
+            mlflow.pyfunc.save_model(
+                Path(tmp) / "m", loader_module=__name__, signature=signature, input_example=examples,
+                pip_requirements=requirements(), metadata=metadata,
+                mlflow_model=mlflow.models.Model(run_id=run_id, model_id=logged.model_id, model_uuid=logged.model_id))
+            for path in (Path(tmp) / "m").iterdir():
+                shutil.move(str(path), str(Path(directory) / path.name))
+    finally:
+        quiet.setLevel(level)
     mlmodel = mlflow.models.Model.load(str(Path(directory) / "MLmodel"))
     mlmodel.model_size_bytes = artifacts.dir_bytes(directory)
     mlmodel.save(str(Path(directory) / "MLmodel"))

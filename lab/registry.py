@@ -26,9 +26,15 @@ def register(model_id, name, alias=None, tags=None):
     """
     import mlflow
 
-    version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+    client = mlflow.MlflowClient()
+    try:  # the client's calls, not mlflow.register_model: they print nothing to stderr
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(name, f"models:/{model_id}", tags=tags)
     if alias:
-        mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
+        client.set_registered_model_alias(name, alias, version.version)
     return version
 
 
