@@ -18,10 +18,11 @@ trained the backbone's weights (a full fine-tune), or `tracking.save=merged`
 (or `both`), saves the whole task preset once under `preset/`
 (`Task.save_to_preset`; with LoRA, merged weights).
 
-Each file is written once, straight into the run's artifact directory when
-the store keeps artifacts on this file system (the default local store);
-for a remote artifact store it is written to a temporary directory,
-uploaded, and the temporary copy deleted.
+Each file is written once, straight into the artifact directory when the
+store keeps artifacts on this file system (the default local store); for a
+remote artifact store it is written to a temporary directory, uploaded, and
+the temporary copy deleted. train.py writes them into the run's MLflow model
+(`lab/mlflow_model.py`); `log_run_model` writes them into the run's own artifacts.
 """
 
 import concurrent.futures
