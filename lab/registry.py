@@ -32,7 +32,8 @@ def register(model_id, name, alias=None, tags=None):
     except mlflow.exceptions.MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(name, f"models:/{model_id}", tags=tags)
+    # A server checks that model_id names the source's model; the sqlite store finds it from the source.
+    version = client.create_model_version(name, f"models:/{model_id}", tags=tags, model_id=model_id)
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return version

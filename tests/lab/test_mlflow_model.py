@@ -1,7 +1,8 @@
 """A run's model as an MLflow model: logged, loaded in a fresh process, registered, served over HTTP.
 
-Two train.py processes into one sqlite store (module-scoped, shared by the tests): a 2-job classifier
-sweep (full fine-tune and LoRA) that registers its best job, and a causal-LM LoRA run that registers itself.
+Two train.py sweeps into one sqlite store (module-scoped, shared by the tests), each a full fine-tune and a
+LoRA job: classifiers, whose sweep registers its best job, and causal LMs. (A single run registering itself,
+into a real tracking server: tests/lab/test_train.py::test_logs_to_a_real_mlflow_server.)
 """
 
 import functools
@@ -32,8 +33,8 @@ def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("models")
     train(tmp, "-m", *FAST, "lora.rank=null,2", "trainer.checkpoint=false", "tracking.register=clf",
           "tracking.alias=champion")
-    train(tmp, *FAST, "task=causal_lm", "data=sentiment_text", "lora.rank=2", "trainer.checkpoint=false",
-          "tracking.register=lm", "tracking.experiment=lm")
+    train(tmp, "-m", *FAST, "task=causal_lm", "data=sentiment_text", "lora.rank=null,2", "trainer.checkpoint=false",
+          "tracking.experiment=lm")
     import mlflow
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -43,7 +44,7 @@ def store(tmp_path_factory):
     for experiment in ("backbone-lab", "lm"):
         for run in client.search_runs([client.get_experiment_by_name(experiment).experiment_id]):
             if run.data.tags.get("sweep") != "true":
-                found["lm" if experiment == "lm" else f"clf_{run.data.params['lora.rank']}"] = run
+                found[f"{'lm' if experiment == 'lm' else 'clf'}_{run.data.params['lora.rank']}"] = run
     return tmp, uri, client, found
 
 
@@ -75,14 +76,14 @@ def test_each_run_logs_one_logged_model_with_params_metrics_and_no_second_copy(s
         assert metrics and all(metrics[k] == run.data.metrics[k] for k in metrics if k.startswith("final_"))
         directory = artifacts.local_artifact_dir(model.artifact_location)
         files = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
-        part = "preset" if key == "clf_None" else "model"  # a full fine-tune saves its preset, LoRA its adapter
+        part = "preset" if key.endswith("_None") else "model"  # a full fine-tune saves its preset, LoRA its adapter
         assert {"MLmodel", "requirements.txt", "input_example.json", f"{part}/task.json"} <= files
         pinned = f"backbone-lab=={importlib.metadata.version('backbone-lab')}"  # pyproject's name, this version
         assert pinned in (directory / "requirements.txt").read_text().split()
         run_dir = artifacts.local_artifact_dir(run.info.artifact_uri)
         assert not [p for p in run_dir.rglob("*") if p.suffix in (".h5", ".safetensors")]  # written once
     weights = list(tmp.rglob("model.weights.h5"))
-    assert len(weights) == 1 and "preset" in weights[0].parts  # only the full fine-tune's preset
+    assert len(weights) == 2 and all("preset" in w.parts for w in weights)  # only the full fine-tunes' presets
 
 
 def test_pyfunc_loads_in_a_fresh_process_with_the_same_predictions(store):
@@ -93,14 +94,15 @@ def test_pyfunc_loads_in_a_fresh_process_with_the_same_predictions(store):
               "    model = mlflow.pyfunc.load_model(model_uri)\n"
               "    out[key] = model.predict(texts).to_dict('list')\n"
               "print(json.dumps(out, default=list))\n")
-    jobs = [[key, f"runs:/{run.info.run_id}/model", PROMPTS if key == "lm" else TEXTS] for key, run in runs.items()]
+    jobs = [[key, f"runs:/{run.info.run_id}/model", PROMPTS if key.startswith("lm") else TEXTS]
+            for key, run in runs.items()]
     result = subprocess.run([sys.executable, "-c", script, json.dumps(jobs)], env={**ENV, "MLFLOW_TRACKING_URI": uri},
                             cwd=tmp, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     fresh = json.loads(result.stdout.splitlines()[-1])
     for key, run in runs.items():
-        expected = in_process(uri, run, PROMPTS if key == "lm" else TEXTS)
-        if key == "lm":
+        expected = in_process(uri, run, PROMPTS if key.startswith("lm") else TEXTS)
+        if key.startswith("lm"):
             assert fresh[key]["generated_text"] == expected["generated_text"]
             assert all(t.startswith(p) for t, p in zip(fresh[key]["generated_text"], PROMPTS))
         else:
@@ -108,7 +110,7 @@ def test_pyfunc_loads_in_a_fresh_process_with_the_same_predictions(store):
             np.testing.assert_allclose(fresh[key]["probabilities"], expected["probabilities"], atol=1e-6)
 
 
-def test_sweep_registers_its_best_job_and_a_run_registers_itself(store):
+def test_sweep_registers_its_best_job_tagged_with_the_sweep(store):
     tmp, uri, client, runs = store
     (parent,) = [r for r in client.search_runs([client.get_experiment_by_name("backbone-lab").experiment_id])
                  if r.data.tags.get("sweep") == "true"]
@@ -118,8 +120,7 @@ def test_sweep_registers_its_best_job_and_a_run_registers_itself(store):
     assert version.source == f"models:/{client.get_run(best).outputs.model_outputs[0].model_id}"
     assert client.get_model_version_by_alias("clf", "champion").version == version.version
     assert parent.data.tags["registered_model"] == "models:/clf/1"
-    (lm,) = client.search_model_versions("name = 'lm'")
-    assert lm.run_id == runs["lm"].info.run_id and registry.SWEEP_TAG not in lm.tags
+    assert [m.name for m in client.search_registered_models()] == ["clf"]  # the jobs themselves register nothing
 
 
 def _free_port():
@@ -138,7 +139,7 @@ def test_mlflow_models_serve_answers_over_http_like_the_task(store):
     tmp, uri, client, runs = store
     servers = {}
     try:
-        for name, model_uri in (("clf", "models:/clf@champion"), ("lm", "models:/lm/1")):
+        for name, model_uri in (("clf", "models:/clf/1"), ("lm", f"runs:/{runs['lm_2'].info.run_id}/model")):
             port = _free_port()
             servers[name] = (port, subprocess.Popen(
                 [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
@@ -156,14 +157,14 @@ def test_mlflow_models_serve_answers_over_http_like_the_task(store):
                     time.sleep(0.5)
         port = servers["clf"][0]
         answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": TEXTS})["predictions"]
-        best = client.get_run(client.get_model_version_by_alias("clf", "champion").run_id)
+        best = client.get_run(client.get_model_version("clf", "1").run_id)
         expected = in_process(uri, best, TEXTS)
         assert [a["label"] for a in answer] == expected["label"]
         np.testing.assert_allclose([a["probabilities"] for a in answer], expected["probabilities"], atol=1e-6)
 
         port = servers["lm"][0]
         answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": PROMPTS, "params": {"max_length": 12}})
-        task = rebuilt(uri, runs["lm"].info.run_id)
+        task = rebuilt(uri, runs["lm_2"].info.run_id)
         assert [a["generated_text"] for a in answer["predictions"]] == task.generate(PROMPTS, max_length=12)
     finally:
         for port, proc in servers.values():  # the server and its workers: the session it leads

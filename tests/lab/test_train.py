@@ -247,7 +247,8 @@ def test_logs_to_a_real_mlflow_server(tmp_path):
             except OSError:
                 assert time.time() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
-        result = train(tmp_path, *FAST, "tracking=server", f"tracking.uri={uri}", "lora.rank=2")
+        result = train(tmp_path, *FAST, "tracking=server", f"tracking.uri={uri}", "lora.rank=2",
+                       "tracking.register=clf", "tracking.alias=champion")
         import mlflow
 
         c = mlflow.MlflowClient(uri)
@@ -259,6 +260,10 @@ def test_logs_to_a_real_mlflow_server(tmp_path):
         assert not [p for p in tmp_path.rglob("*") if p.name == "adapter.lora.safetensors"
                     and "artifacts" not in p.relative_to(tmp_path).parts[0]]
         task = artifacts_lib.load_run_model(run.info.run_id, tracking_uri=uri, dst_dir=tmp_path / "dl")
+        # The run registered its own model in the server's registry.
+        version = c.get_model_version_by_alias("clf", "champion")
+        assert version.version == "1" and version.run_id == run.info.run_id
+        assert version.source == f"models:/{run.outputs.model_outputs[0].model_id}"
         assert task.backbone.lora_spec.rank == 2 and len(list((tmp_path / "dl").rglob("model/adapter.lora.safetensors"))) == 1
     finally:
         server.terminate()
