@@ -254,7 +254,8 @@ def test_logs_to_a_real_mlflow_server(tmp_path):
         c = mlflow.MlflowClient(uri)
         (run,) = c.search_runs([c.get_experiment_by_name("backbone-lab").experiment_id])
         assert run.info.status == "FINISHED" and "final_val_accuracy" in run.data.metrics
-        assert "config.yaml" in {a.path for a in c.list_artifacts(run.info.run_id)} and "model" in model_parts(c, run.info.run_id)
+        assert "config.yaml" in {a.path for a in c.list_artifacts(run.info.run_id)}
+        assert "model" in model_parts(c, run.info.run_id)
         # A remote artifact store: the model is uploaded from a temporary directory, deleted after.
         assert "saved model/" in result.stdout and "mlflow-artifacts:" in result.stdout
         assert not [p for p in tmp_path.rglob("*") if p.name == "adapter.lora.safetensors"
@@ -264,7 +265,8 @@ def test_logs_to_a_real_mlflow_server(tmp_path):
         version = c.get_model_version_by_alias("clf", "champion")
         assert version.version == "1" and version.run_id == run.info.run_id
         assert version.source == f"models:/{run.outputs.model_outputs[0].model_id}"
-        assert task.backbone.lora_spec.rank == 2 and len(list((tmp_path / "dl").rglob("model/adapter.lora.safetensors"))) == 1
+        assert task.backbone.lora_spec.rank == 2
+        assert len(list((tmp_path / "dl").rglob("model/adapter.lora.safetensors"))) == 1
     finally:
         server.terminate()
         server.wait(timeout=30)
