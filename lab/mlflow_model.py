@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab import artifacts
+from lab import artifacts, registry
 
 MODEL_NAME = "model"  # the LoggedModel's name: `runs:/<run id>/model` finds it
 PACKAGE = "backbone-lab"  # pyproject's [project] name
@@ -72,8 +72,6 @@ def log_model(task, base, cfg, label_names=None, examples=()):
     """
     import mlflow
 
-    from lab import registry
-
     if cfg.tracking.save == "none":
         return {}
     run = mlflow.active_run()
@@ -81,7 +79,7 @@ def log_model(task, base, cfg, label_names=None, examples=()):
     run_data = client.get_run(run.info.run_id).data
     logged = mlflow.initialize_logged_model(
         name=MODEL_NAME, source_run_id=run.info.run_id, model_type=type(task).__name__,
-        params={k: v for k, v in run_data.params.items()})
+        params=dict(run_data.params))
     local = artifacts.local_artifact_dir(logged.artifact_location)
     try:
         with tempfile.TemporaryDirectory(prefix="run-model-") as tmp:
