@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> float:
     import mlflow
 
     import backbones
-    from lab import artifacts, checkpoint, data, streaming, sweep, tracking, training
+    from lab import artifacts, checkpoint, data, mlflow_model, streaming, sweep, tracking, training
     from lab.tasks import build_task, make_train_batches, task_arrays
 
     checkpoint_dir = checkpoint.directory_for(cfg)
@@ -98,7 +98,7 @@ def main(cfg: DictConfig) -> float:
         gc.collect()  # finalise the data generator of a run stopped mid-epoch (max_steps) while Python is alive
         metrics = task.evaluate(val_batches, return_dict=True, verbose=0)
         mlflow.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()})
-        saved = artifacts.log_run_model(task, base, cfg.tracking.save)
+        saved = mlflow_model.log_model(task, base, cfg, train_split.label_names, val_split.texts[:2])
         checkpoint.clear(checkpoint_dir)
 
     value = float(metrics[cfg.task.metric.removeprefix("val_")])

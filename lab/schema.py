@@ -5,6 +5,7 @@ The dataclasses give every key its type, so a typo or a wrong type fails at
 composition, naming the key; `validate` catches impossible combinations.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -117,6 +118,8 @@ class TrackingConfig:
     save: str = "adapter"
     log_preset: Optional[bool] = None  # replaced by `save`: set, it fails with a message saying how
     reproduce_of: Optional[str] = None  # set by scripts/reproduce.py
+    register: Optional[str] = None  # registered model name: a run registers its model, a sweep its best job's
+    alias: Optional[str] = None  # alias of that version, e.g. champion (needs register)
 
 
 @dataclass
@@ -192,6 +195,7 @@ def validate(cfg):
             "a LoRA run saves its adapter, head and a record of its base; a full fine-tune its preset), merged "
             "(the merged preset), both, or none (no model; what log_preset=false did). Remove "
             "tracking.log_preset from the command or config and set tracking.save instead.")
+    _check_registry(cfg.tracking)
     if cfg.backbone.quantize:
         if cfg.lora.rank is None and cfg.backbone.trainable:
             raise ConfigError(f"backbone.quantize={cfg.backbone.quantize}: int8 weights cannot train. Set "
@@ -216,3 +220,24 @@ def validate(cfg):
     if cfg.data.source == "huggingface" and not cfg.data.name:
         raise ConfigError("data.source=huggingface needs data.name=<dataset on the Hub>.")
 
+
+def _check_registry(tracking_cfg):
+    """`tracking.register` / `tracking.alias` as the MLflow registry accepts them
+    (its own rules: no '/' or ':' in a name; an alias of word characters and '-',
+    not `latest` or `v<N>`), so a bad name fails before training, not after."""
+    name, alias = tracking_cfg.get("register"), tracking_cfg.get("alias")
+    if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
+        raise ConfigError(f"tracking.register={name!r} is not a registered model name: it must be non-empty "
+                          "and contain no '/' or ':'. E.g. tracking.register=sentiment-classifier.")
+    if name is not None and tracking_cfg.save == "none":
+        raise ConfigError(f"tracking.register={name!r} with tracking.save=none: the run saves no model to "
+                          "register. Set tracking.save=adapter (or merged, both) or drop tracking.register.")
+    if alias is None:
+        return
+    if name is None:
+        raise ConfigError(f"tracking.alias={alias!r} names an alias of a registered model, but "
+                          "tracking.register is not set: add tracking.register=NAME.")
+    alias = str(alias)
+    if not re.fullmatch(r"[\w\-]{1,255}", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise ConfigError(f"tracking.alias={alias!r} is not a valid alias: use letters, digits, '_' and '-' "
+                          "(not 'latest' or 'v<number>', which MLflow reserves), e.g. tracking.alias=champion.")
