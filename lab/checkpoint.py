@@ -41,6 +41,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from backbones.errors import BackboneLabError
+from lab.distribution import is_chief
 
 STATE_FILE = "state.json"
 
@@ -201,6 +202,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.directory, self.run_id, self.base = Path(directory), run_id, base
 
     def on_epoch_end(self, epoch, logs=None):
+        if not is_chief():  # one checkpoint per run, the chief's (every worker holds the same variables)
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         variables = _variables(self.model, self.base)
         arrays = [np.asarray(keras.ops.convert_to_numpy(v)) for _, v in variables]
@@ -234,4 +237,5 @@ class EpochCheckpoint(keras.callbacks.Callback):
 def clear(directory):
     import shutil
 
-    shutil.rmtree(directory, ignore_errors=True)
+    if is_chief():
+        shutil.rmtree(directory, ignore_errors=True)

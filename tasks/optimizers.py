@@ -84,10 +84,14 @@ class Float32Master:
         the gradient by its own norm and sums after, so `global_clipnorm` on N
         replicas is not the clipping of one replica on the same global batch
         (2 replicas vs 1, two epochs of tiny GPT-2: loss 0.685 vs 0.780; with
-        the sum first both give 0.780). Keras's later sum is skipped."""
+        the sum first both give 0.780). Keras's later sum is skipped.
+        Half-precision gradients are summed in float32 (where they go anyway):
+        TensorFlow's CPU all-reduce has no bfloat16 kernel."""
         reduce = getattr(super(), "_all_reduce_sum_gradients", None)  # TensorFlow only
         if reduce is None:
             return grads
+        grads = [g if g is None or keras.backend.standardize_dtype(g.dtype) not in LOW_PRECISION
+                 else ops.cast(g, "float32") for g in grads]
         return [g for g, _ in reduce(list(zip(grads, variables)))]
 
     def _all_reduce_sum_gradients(self, grads_and_vars):

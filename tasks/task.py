@@ -370,7 +370,10 @@ def default_jit_compile(backbone):
     the tokens/s of Keras's default; Gemma 2B bfloat16 LoRA, batch 8 x 48,
     without XLA 81 tokens/s and 8.05 GB peak RSS against 28 tokens/s and
     16.3 GB with it. Keras's own "auto" turns XLA off on every CPU. Off under
-    TensorFlow's op determinism, which XLA does not support.
+    TensorFlow's op determinism, which XLA does not support, and under a
+    tf.distribute strategy on a CPU: XLA:CPU has no kernels for collective
+    ops (`CollectiveGatherV2` with several workers; "variable on a different
+    device" with several logical CPUs).
 
     Example:
     >>> import backbones
@@ -381,9 +384,17 @@ def default_jit_compile(backbone):
     """
     if keras.backend.backend() not in ("tensorflow", "jax") or _op_determinism():
         return False
-    if keras.backend.standardize_dtype(backbone.dtype_policy.compute_dtype) == "float32":
+    if keras.backend.standardize_dtype(backbone.dtype_policy.compute_dtype) == "float32" and not _distributed():
         return True
     return _has_accelerator()
+
+
+def _distributed():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
 
 
 def _has_accelerator():
