@@ -140,7 +140,8 @@ def test_submitit_local_sweep_logs_both_jobs_under_one_parent(tmp_path):
     (parent,) = [r for r in found if r.data.tags.get("sweep") == "true"]
     children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(found) == 3 and len(children) == 2
-    assert all(r.info.status == "FINISHED" and "final_val_accuracy" in r.data.metrics for r in [parent, *children])
+    assert all(r.info.status == "FINISHED" and "final_val_accuracy" in r.data.metrics for r in children)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 2
     assert sorted(r.data.params["seed"] for r in children) == ["1", "2"]
 
 
