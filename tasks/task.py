@@ -187,7 +187,7 @@ class Task(keras.Model):
         the collectives of several workers refuse for a dict of inputs; only
         its shapes and dtypes matter, so replica 0's share serves.
         """
-        strategy = self._distribute_strategy
+        strategy = getattr(self, "_distribute_strategy", None)
         if strategy is None or iterator is None:
             return super()._maybe_symbolic_build(iterator, data_batch)
         for _, _, batches in iterator:
@@ -208,7 +208,8 @@ class Task(keras.Model):
         workers with `strategy.reduce("MEAN", v, axis=0)`, which fails on the
         scalars its own step returns; on (1,) it gives the scalar mean."""
         strategy = getattr(self, "_distribute_strategy", None)
-        if strategy is None or not strategy.extended._in_multi_worker_mode() or not isinstance(logs, dict):
+        multi_worker = strategy is not None and getattr(strategy.extended, "_in_multi_worker_mode", bool)()
+        if not multi_worker or not isinstance(logs, dict):
             return logs
         return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
 
