@@ -39,8 +39,8 @@ def main(cfg: DictConfig) -> float:
     import mlflow
 
     import backbones
-    from lab import artifacts, checkpoint, data, distribution, sweep, tracking, training
-    from lab.tasks import build_task, task_arrays
+    from lab import artifacts, checkpoint, data, distribution, streaming, sweep, tracking, training
+    from lab.tasks import build_task, make_train_batches, task_arrays
 
     checkpoint_dir = checkpoint.directory_for(cfg)
     state = checkpoint.read_state(checkpoint_dir) if cfg.trainer.checkpoint else None
@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> float:
             tracking.log_config(cfg, hydra_cfg.runtime.output_dir, hydra_cfg.runtime.choices, hydra_cfg.overrides.task)
         training.seed_everything(cfg.seed, cfg.trainer.deterministic)
 
-        train_split, val_split = data.load(cfg.data, cfg.seed)
+        train_split, val_split = (streaming if streaming.enabled(cfg.data) else data).load(cfg.data, cfg.seed)
         if train_split.label_names:
             mlflow.log_dict({"label_names": train_split.label_names}, "labels.json")
 
@@ -69,23 +69,23 @@ def main(cfg: DictConfig) -> float:
         if cfg.trainer.remat:
             backbone.enable_remat()
 
-        task = build_task(cfg.task, backbone, cfg.trainer.sequence_length)
-        train_batches = training.EpochBatches(task_arrays(task, train_split), cfg.trainer.batch_size, cfg.seed,
-                                              epoch=state["epoch"] if state else 0)
-        val_batches = training.EpochBatches(task_arrays(task, val_split), cfg.trainer.batch_size, cfg.seed, shuffle=False)
+        task = build_task(cfg.task, backbone, cfg.trainer.sequence_length, packing=cfg.data.packing)
+        train_batches = make_train_batches(task, train_split, cfg.data, cfg.trainer.batch_size, cfg.seed,
+                                           epoch=state["epoch"] if state else 0)
+        val_batches = training.EpochBatches(task_arrays(task, val_split, cfg.data, pack=False), cfg.trainer.batch_size, cfg.seed, shuffle=False)
         total_steps = cfg.trainer.epochs * len(train_batches)
         if cfg.trainer.max_steps:
             total_steps = min(total_steps, cfg.trainer.max_steps)
         task.compile(optimizer=training.build_optimizer(cfg.optimizer, total_steps), jit_compile=cfg.trainer.jit_compile)
-        start_epoch = checkpoint.restore(task, checkpoint_dir, base, state) if state else 0
+        start_epoch = checkpoint.restore(task, checkpoint_dir, base, state, train_batches) if state else 0
         if not state:
             tracking.log_parameter_counts(task)
 
         callbacks = [tracking.epoch_callback(),
                      training.StepLogger(cfg.trainer.log_every_n_steps,
-                                         cfg.trainer.batch_size * cfg.trainer.sequence_length, cfg.trainer.max_steps)]
+                                         cfg.trainer.batch_size * cfg.trainer.sequence_length, total_steps)]
         if cfg.trainer.checkpoint:
-            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id, base))
+            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id, base, cfg.trainer.checkpoint_every_n_steps))
         if cfg.trainer.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(cfg.task.metric, patience=cfg.trainer.early_stopping_patience,
                                                            mode=cfg.task.metric_mode, restore_best_weights=True))

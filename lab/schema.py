@@ -41,21 +41,46 @@ class TaskConfig:
     metric_mode: str = "max"  # max | min
 
 
+# Stanford Alpaca's prompts (with and without an input), the usual default for instruction data.
+ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                 "context. Write a response that appropriately completes the request.\n\n"
+                 "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+ALPACA_PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
+                          "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+
+
 @dataclass
 class DataConfig:
     source: str = "bundled"  # bundled | local | huggingface
     name: Optional[str] = None  # bundled dataset name, or Hugging Face dataset name
     path: Optional[str] = None  # local file (csv, jsonl, parquet)
     validation_path: Optional[str] = None  # local validation file; null: split `path`
-    format: Optional[str] = None  # null: from the file suffix
+    # What an example is: text | classification | instruction | chat. null: classification when
+    # label_column is set, else text (both as before).
+    format: Optional[str] = None
+    file_format: Optional[str] = None  # csv | tsv | jsonl | parquet; null: from the file suffix
     split: str = "train"  # Hugging Face split to train on
     validation_split_name: Optional[str] = None  # Hugging Face split to validate on
     text_column: str = "text"
     label_column: Optional[str] = "label"
     num_classes: Optional[int] = None
+    # format=instruction: the columns, and the prompt ({instruction}, {input}) the output follows.
+    instruction_column: str = "instruction"
+    input_column: Optional[str] = "input"  # null: no input column
+    output_column: str = "output"
+    prompt_template: str = ALPACA_PROMPT
+    prompt_template_no_input: str = ALPACA_PROMPT_NO_INPUT  # when the input is empty
+    # format=chat: a list of {role, content} (or sharegpt's {from, value}) per example.
+    messages_column: str = "messages"
+    chat_template: Optional[str] = None  # Jinja; null: the tokenizer's own (tokenizer_config.json)
+    train_on: str = "completion"  # completion: loss on answers only (instruction/chat) | all
     validation_fraction: float = 0.2
     max_train_samples: Optional[int] = None
     max_validation_samples: Optional[int] = None
+    packing: bool = False  # causal_lm: several examples per row (tasks.packing); validation stays one per row
+    # causal_lm: read the training file in chunks through a shuffle buffer (lab/streaming.py), never whole.
+    # null: when the file is larger than 256 MB (lab.streaming.STREAMING_BYTES).
+    streaming: Optional[bool] = None
 
 
 @dataclass
@@ -77,6 +102,7 @@ class TrainerConfig:
     jit_compile: Optional[bool] = None  # null: tasks.task.default_jit_compile (XLA for float32 on CPU)
     remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
+    checkpoint_every_n_steps: Optional[int] = None  # also mid-epoch (long epochs, streamed data): resumes at that batch
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
     log_every_n_steps: int = 10
@@ -114,6 +140,9 @@ def register():
 CHOICES = {
     "task.name": ("classifier", "causal_lm"),
     "data.source": ("bundled", "local", "huggingface"),
+    "data.format": (None, "text", "classification", "instruction", "chat"),
+    "data.file_format": (None, "csv", "tsv", "jsonl", "json", "parquet"),
+    "data.train_on": ("completion", "all"),
     "optimizer.name": ("adamw", "adam", "sgd"),
     "optimizer.schedule": ("constant", "linear", "cosine"),
     "task.metric_mode": ("max", "min"),
@@ -128,6 +157,10 @@ def validate(cfg):
     """Raises `ConfigError` on a value or combination that cannot run."""
     from omegaconf import OmegaConf
 
+    if cfg.data.format in CHOICES["data.file_format"][1:]:
+        raise ConfigError(f"data.format={cfg.data.format} names a file type, which is now data.file_format: "
+                          f"set data.file_format={cfg.data.format}. data.format says what an example is "
+                          "(text, classification, instruction or chat).")
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
@@ -137,7 +170,8 @@ def validate(cfg):
                 "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
                 "optimizer.learning_rate": cfg.optimizer.learning_rate}
     for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
-                "data.max_train_samples", "data.max_validation_samples", "trainer.cpu_replicas"):
+                "trainer.checkpoint_every_n_steps", "trainer.cpu_replicas",
+                "data.max_train_samples", "data.max_validation_samples"):
         if OmegaConf.select(cfg, key) is not None:
             positive[key] = OmegaConf.select(cfg, key)
     for key, value in positive.items():
@@ -146,6 +180,9 @@ def validate(cfg):
     if cfg.lora.rank is not None and not cfg.lora.targets:
         raise ConfigError("lora.targets is empty: name the projections to adapt, e.g. [query, value].")
     if cfg.task.name == "classifier":
+        if cfg.data.format not in (None, "classification"):
+            raise ConfigError(f"data.format={cfg.data.format} trains a language model: use task=causal_lm "
+                              "(task=classifier takes data.format=classification).")
         if cfg.task.num_classes is None or cfg.task.num_classes < 2:
             raise ConfigError(
                 f"task.num_classes={cfg.task.num_classes}: a classifier needs at least 2 classes. "
@@ -166,6 +203,16 @@ def validate(cfg):
             raise ConfigError(f"backbone.quantize={cfg.backbone.quantize} with backbone.dtype={cfg.backbone.dtype}: "
                               "Keras's int8 layers do not compute in float16. Use bfloat16 or float32.")
     _distribution_fits(cfg.trainer)
+    if cfg.data.get("packing") and cfg.task.name != "causal_lm":
+        raise ConfigError(f"data.packing=true packs examples for language modelling; task={cfg.task.name} "
+                          "takes one example per row. Set task=causal_lm or data.packing=false.")
+    if cfg.data.get("streaming"):
+        if cfg.task.name != "causal_lm":
+            raise ConfigError(f"data.streaming=true streams examples for language modelling; task={cfg.task.name} "
+                              "maps labels over the whole file first. Set data.streaming=false.")
+        if cfg.data.get("packing"):
+            raise ConfigError("data.packing=true with data.streaming=true is not supported yet: packing needs the "
+                              "lengths of all examples up front. Choose one of the two.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:
