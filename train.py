@@ -39,13 +39,13 @@ def main(cfg: DictConfig) -> float:
     import mlflow
 
     import backbones
-    from lab import artifacts, checkpoint, data, mlflow_model, streaming, sweep, tracking, training
+    from lab import artifacts, checkpoint, data, distribution, mlflow_model, streaming, sweep, tracking, training
     from lab.tasks import build_task, make_train_batches, task_arrays
 
     checkpoint_dir = checkpoint.directory_for(cfg)
     state = checkpoint.read_state(checkpoint_dir) if cfg.trainer.checkpoint else None
     parent = sweep.parent_run_id(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    with tracking.run(cfg.tracking, run_id=state and state["run_id"], parent_run_id=parent,
+    with distribution.scope(cfg.trainer), tracking.run(cfg.tracking, run_id=state and state["run_id"], parent_run_id=parent,
                       job_num=parent and hydra_cfg.job.num, checkpoint_dir=cfg.trainer.checkpoint and checkpoint_dir) as run:
         run_id = run.info.run_id
         if state:

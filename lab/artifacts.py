@@ -39,6 +39,7 @@ import backbones
 from backbones import preset_io, registry
 from backbones.errors import BackboneLabError
 from backbones.handles import HF_FILES, OUR_FILES, resolve_preset
+from lab.distribution import is_chief
 from tasks import TASK_CLASSES, Preprocessor, Task, task_presets
 
 FORMAT = "backbone_lab.run_model/1"
@@ -190,9 +191,13 @@ def log_run_model(task, base, save):
     A local artifact store gets the files written in place; a remote one
     gets them uploaded from a temporary directory that is deleted after.
 
-    Returns: dict. Saved part name -> (artifact URI, bytes).
+    Returns: dict. Saved part name -> (artifact URI, bytes); empty on a
+    worker that is not the chief (`lab.distribution.is_chief`).
     """
     import mlflow
+
+    if not is_chief():
+        return {}
 
     artifact_uri = mlflow.get_artifact_uri()
     local = local_artifact_dir(artifact_uri)

@@ -41,6 +41,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from backbones.errors import BackboneLabError
+from lab.distribution import is_chief
 
 STATE_FILE = "state.json"
 
@@ -221,6 +222,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._save(epoch + 1, f"epoch-{epoch + 1:04d}.npz")
 
     def _save(self, epochs_done, name):
+        if not is_chief():  # one checkpoint per run, the chief's (every worker holds the same variables)
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         variables = _variables(self.model, self.base)
         arrays = [np.asarray(keras.ops.convert_to_numpy(v)) for _, v in variables]
@@ -253,4 +256,5 @@ class EpochCheckpoint(keras.callbacks.Callback):
 def clear(directory):
     import shutil
 
-    shutil.rmtree(directory, ignore_errors=True)
+    if is_chief():
+        shutil.rmtree(directory, ignore_errors=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from lab import artifacts, registry
+from lab.distribution import is_chief
 
 MODEL_NAME = "model"  # the LoggedModel's name: `runs:/<run id>/model` finds it
 PACKAGE = "backbone-lab"  # pyproject's [project] name
@@ -72,7 +73,7 @@ def log_model(task, base, cfg, label_names=None, examples=()):
     """
     import mlflow
 
-    if cfg.tracking.save == "none":
+    if cfg.tracking.save == "none" or not is_chief():  # one record per run: the chief's
         return {}
     run = mlflow.active_run()
     client = mlflow.MlflowClient()

@@ -25,7 +25,7 @@ from backbones.chat_template import ChatTemplateError, compile_template
 from backbones.errors import BackboneLabError
 from backbones.preset_facts import read_preset_facts
 from backbones.tokenizer import TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, chat_template_from
-from lab import data, schema
+from lab import data, distribution, schema
 from lab.schema import ConfigError
 
 # Scanning labels reads the whole file: skip it above this size (the run
@@ -60,6 +60,7 @@ def check(cfg, output_dir=None):
             f"{facts.max_positions} positions of backbone.preset={cfg.backbone.preset!r} "
             f"({facts.family.max_positions[facts.format]} in its config.json): set "
             f"trainer.sequence_length={facts.max_positions} or less.")
+    lines += cluster_fits(cfg.trainer)
     lines += data_fits(cfg.data, cfg.task)
     lines += chat_template_fits(cfg.data, facts)
     lines += writable(cfg.tracking, output_dir)
@@ -94,6 +95,24 @@ def lora_fits(lora_cfg, family):
     if unknown:
         raise ConfigError(f"lora.targets has {unknown}, unknown to {family.class_name}; "
                           f"choose from {sorted(family.lora_targets)}.")
+
+
+def cluster_fits(trainer_cfg):
+    """`multi_worker` needs a cluster (TF_CONFIG or SLURM) whose workers split the global batch evenly."""
+    if trainer_cfg.distribution != "multi_worker":
+        return []
+    source, workers = distribution.cluster_size()
+    if source is None:
+        raise ConfigError(
+            "trainer.distribution=multi_worker, but this process is in no cluster: neither TF_CONFIG nor "
+            "SLURM's variables (SLURM_JOB_ID, SLURM_NTASKS) are set. On one machine: python "
+            "scripts/launch_local.py --workers 2 -- train.py trainer.distribution=multi_worker ...; on SLURM: "
+            "srun python train.py ... (README, More than one machine).")
+    if trainer_cfg.batch_size % workers:
+        raise ConfigError(
+            f"trainer.batch_size={trainer_cfg.batch_size} is the global batch, split evenly over the {workers} "
+            f"workers of the cluster ({source}): make it a multiple of {workers}.")
+    return [f"trainer.distribution=multi_worker: {workers} workers from {source}"]
 
 
 def data_fits(data_cfg, task_cfg):

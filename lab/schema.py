@@ -107,6 +107,8 @@ class TrainerConfig:
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
     log_every_n_steps: int = 10
+    distribution: str = "none"  # none | mirrored | multi_worker (lab/distribution.py)
+    cpu_replicas: Optional[int] = None  # mirrored without GPUs: split the CPU into this many logical devices
 
 
 @dataclass
@@ -150,6 +152,7 @@ CHOICES = {
     "tracking.save": ("adapter", "merged", "both", "none"),
     "backbone.dtype": (None, "float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"),
     "backbone.quantize": (None, "int8"),  # backbones.quantize.MODES
+    "trainer.distribution": ("none", "mirrored", "multi_worker"),  # lab/distribution.py
 }
 
 
@@ -170,7 +173,7 @@ def validate(cfg):
                 "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
                 "optimizer.learning_rate": cfg.optimizer.learning_rate}
     for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
-                "trainer.checkpoint_every_n_steps",
+                "trainer.checkpoint_every_n_steps", "trainer.cpu_replicas",
                 "data.max_train_samples", "data.max_validation_samples"):
         if OmegaConf.select(cfg, key) is not None:
             positive[key] = OmegaConf.select(cfg, key)
@@ -203,6 +206,7 @@ def validate(cfg):
         if cfg.backbone.dtype in ("float16", "mixed_float16"):
             raise ConfigError(f"backbone.quantize={cfg.backbone.quantize} with backbone.dtype={cfg.backbone.dtype}: "
                               "Keras's int8 layers do not compute in float16. Use bfloat16 or float32.")
+    _distribution_fits(cfg.trainer)
     if cfg.data.get("packing") and cfg.task.name != "causal_lm":
         raise ConfigError(f"data.packing=true packs examples for language modelling; task={cfg.task.name} "
                           "takes one example per row. Set task=causal_lm or data.packing=false.")
@@ -241,3 +245,19 @@ def _check_registry(tracking_cfg):
     if not re.fullmatch(r"[\w\-]{1,255}", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
         raise ConfigError(f"tracking.alias={alias!r} is not a valid alias: use letters, digits, '_' and '-' "
                           "(not 'latest' or 'v<number>', which MLflow reserves), e.g. tracking.alias=champion.")
+
+
+def _distribution_fits(trainer):
+    if trainer.cpu_replicas is not None and trainer.distribution != "mirrored":
+        raise ConfigError(f"trainer.cpu_replicas={trainer.cpu_replicas} splits the CPU for "
+                          f"trainer.distribution=mirrored, but it is {trainer.distribution}: drop cpu_replicas "
+                          "or set trainer.distribution=mirrored.")
+    if trainer.cpu_replicas is not None and trainer.batch_size % trainer.cpu_replicas:
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size} is the global batch, split evenly over "
+                          f"trainer.cpu_replicas={trainer.cpu_replicas} replicas: make it a multiple of it.")
+    if trainer.distribution != "none" and trainer.jit_compile:
+        raise ConfigError(
+            f"trainer.jit_compile=true with trainer.distribution={trainer.distribution}: XLA:CPU has no kernels "
+            "for the collective ops that sum gradients over replicas (measured: CollectiveGatherV2 with two "
+            "workers, 'variable on a different device' with two logical CPUs), and XLA with strategies on GPUs "
+            "is untested here. Leave trainer.jit_compile=null (off under a strategy) or set it to false.")

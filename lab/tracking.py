@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lab.distribution import is_chief, worker_run
 from lab.errors import Interrupted
 
 PACKAGES = ("backbone-lab", "keras", "tensorflow", "mlflow", "hydra-core", "omegaconf", "tokenizers", "numpy")
@@ -59,6 +60,10 @@ def run(tracking_cfg, run_id=None, parent_run_id=None, job_num=None, checkpoint_
     """
     import mlflow
 
+    if not is_chief():  # another worker of a multi-worker run: the chief keeps the one record
+        with worker_run() as active:
+            yield active
+        return
     experiment_id = ensure_experiment(tracking_cfg)
     name = tracking_cfg.run_name
     if parent_run_id and job_num is not None:
@@ -182,6 +187,9 @@ def log_parameter_counts(model):
 
 
 def print_summary(cfg, run_id, value, artifacts):
+    if not is_chief():
+        print(f"{cfg.task.metric} = {value:.4f} (a worker: the chief logged the run)")
+        return
     uri = tracking_uri(cfg.tracking)
     lines = [f"{cfg.task.metric} = {value:.4f}", f"MLflow run {run_id} in {uri}"]
     lines += [f"saved {name}/ ({size / 1e6:.3g} MB, written once): {where}" for name, (where, size) in artifacts.items()]

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tasks.errors import PIPELINE_ERRORS
+from tasks.errors import PIPELINE_ERRORS, WorkerLostError
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -112,7 +112,28 @@ def translate_errors():
     try:
         yield
     except tf.errors.OpError as e:
+        lost = _lost_workers(e)
+        if lost:
+            raise WorkerLostError(
+                f"Worker {' and '.join(lost)} of this multi-worker run stopped (crashed, was killed or lost its "
+                "host), so the collective ops of every other worker were aborted and the run ends FAILED. Look "
+                "at that worker's output for its own error, then restart every worker with the same command: "
+                "the run resumes from its last epoch checkpoint.") from None
         match = re.search(rf"\b({'|'.join(PIPELINE_ERRORS)}): ([^\n]+)", str(e))
         if match is None:
             raise
         raise PIPELINE_ERRORS[match.group(1)](match.group(2)) from None
+
+
+def _lost_workers(error):
+    """The tasks a tf.distribute collective names as dead (TensorFlow's coordination service stops
+    hearing their heartbeats after about 10 s and aborts every collective), or []."""
+    if not isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                              tf.errors.AbortedError)):
+        return []
+    text = str(error)
+    if "ollective" not in text and "heartbeat" not in text:
+        return []
+    tasks = re.findall(r"/job:\w+/replica:\d+/task:\d+", text.split("unhealthy", 1)[-1])
+    tasks = tasks or re.findall(r"/job:\w+/task:\d+", text)
+    return list(dict.fromkeys(t.replace("/replica:0", "") for t in tasks)) or ["(unnamed by TensorFlow)"]

@@ -23,6 +23,10 @@ class TaskConfigError(BackboneLabError):
     """A task that cannot be built this way (wrong backbone kind, bad argument)."""
 
 
+class WorkerLostError(BackboneLabError):
+    """A worker of a multi-worker run stopped (crashed, killed, lost its host) mid-training."""
+
+
 class TruncationWarning(UserWarning):
     """Texts longer than the sequence length were truncated (shown once per preprocessor)."""
 

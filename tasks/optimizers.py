@@ -61,6 +61,7 @@ class Float32Master:
             with keras.name_scope(self.name, caller=self):
                 self.build(list(trainable_variables))
         trainable_variables = list(trainable_variables or self._model_variables)
+        grads = self._sum_over_replicas(grads, trainable_variables)
         targets, cast_grads, written = [], [], []
         for grad, variable in zip(grads, trainable_variables):
             master = self._masters.get(self._var_key(variable))
@@ -76,6 +77,25 @@ class Float32Master:
         super().apply(cast_grads, targets)
         for variable, master in written:
             variable.assign(ops.cast(master, variable.dtype))
+
+    def _sum_over_replicas(self, grads, variables):
+        """Gradients summed over the replicas of a tf.distribute strategy,
+        before clipping. Keras 3.15 (TensorFlow) clips each replica's share of
+        the gradient by its own norm and sums after, so `global_clipnorm` on N
+        replicas is not the clipping of one replica on the same global batch
+        (2 replicas vs 1, two epochs of tiny GPT-2: loss 0.685 vs 0.780; with
+        the sum first both give 0.780). Keras's later sum is skipped.
+        Half-precision gradients are summed in float32 (where they go anyway):
+        TensorFlow's CPU all-reduce has no bfloat16 kernel."""
+        reduce = getattr(super(), "_all_reduce_sum_gradients", None)  # TensorFlow only
+        if reduce is None:
+            return grads
+        grads = [g if g is None or keras.backend.standardize_dtype(g.dtype) not in LOW_PRECISION
+                 else ops.cast(g, "float32") for g in grads]
+        return [g for g, _ in reduce(list(zip(grads, variables)))]
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)  # summed in `apply` already
 
 
 @keras.saving.register_keras_serializable(package="backbone_lab")

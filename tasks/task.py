@@ -176,6 +176,43 @@ class Task(keras.Model):
         with data.translate_errors():
             return super().predict(x if ds is None else ds, **args, **kwargs)
 
+    # -- under a tf.distribute strategy ------------------------------------
+    # Keras 3.15's TensorFlow trainer, under a MultiWorkerMirroredStrategy
+    # (keras issue 20585), fails in two places that only need one replica's
+    # view; fixed here so that multi-worker training is Keras's own fit.
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds the optimizer and metrics from a first batch (under a strategy).
+
+        Keras reduces the distributed first batch with `strategy.reduce`, which
+        the collectives of several workers refuse for a dict of inputs; only
+        its shapes and dtypes matter, so replica 0's share serves.
+        """
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        for _, _, batches in iterator:
+            batch = next(batches)
+            break
+        local = keras.tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], batch)
+        with strategy.scope():
+            self._symbolic_build(data_batch=local)
+
+    def train_step(self, *args, **kwargs):
+        return self._collective_logs(super().train_step(*args, **kwargs))
+
+    def test_step(self, *args, **kwargs):
+        return self._collective_logs(super().test_step(*args, **kwargs))
+
+    def _collective_logs(self, logs):
+        """Logs as shape-(1,) tensors across workers: Keras averages them over
+        workers with `strategy.reduce("MEAN", v, axis=0)`, which fails on the
+        scalars its own step returns; on (1,) it gives the scalar mean."""
+        strategy = getattr(self, "_distribute_strategy", None)
+        multi_worker = strategy is not None and getattr(strategy.extended, "_in_multi_worker_mode", bool)()
+        if not multi_worker or not isinstance(logs, dict):
+            return logs
+        return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
+
     # -- presets ----------------------------------------------------------
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
@@ -358,7 +395,10 @@ def default_jit_compile(backbone):
     the tokens/s of Keras's default; Gemma 2B bfloat16 LoRA, batch 8 x 48,
     without XLA 81 tokens/s and 8.05 GB peak RSS against 28 tokens/s and
     16.3 GB with it. Keras's own "auto" turns XLA off on every CPU. Off under
-    TensorFlow's op determinism, which XLA does not support.
+    TensorFlow's op determinism, which XLA does not support, and under a
+    tf.distribute strategy on a CPU: XLA:CPU has no kernels for collective
+    ops (`CollectiveGatherV2` with several workers; "variable on a different
+    device" with several logical CPUs).
 
     Example:
     >>> import backbones
@@ -369,9 +409,17 @@ def default_jit_compile(backbone):
     """
     if keras.backend.backend() not in ("tensorflow", "jax") or _op_determinism():
         return False
-    if keras.backend.standardize_dtype(backbone.dtype_policy.compute_dtype) == "float32":
+    if keras.backend.standardize_dtype(backbone.dtype_policy.compute_dtype) == "float32" and not _distributed():
         return True
     return _has_accelerator()
+
+
+def _distributed():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
 
 
 def _has_accelerator():
