@@ -311,6 +311,26 @@ class Backbone(keras.Model):
         if self.tokenizer is not None:
             self.tokenizer.save_to_preset(directory)
 
+    def export_to_transformers(self, directory, max_shard_size=5.0):
+        """Writes a transformers checkpoint of the bare model (`GPT2Model`,
+        `LlamaModel`, `GemmaModel`, `BertModel`): `config.json`, safetensors
+        (sharded past `max_shard_size` GB) and the tokenizer files.
+        `transformers.AutoModel.from_pretrained(directory)` gives our hidden
+        states. LoRA is merged in; atomic like `save_to_preset`. A task's
+        `export_to_transformers` writes its head too (an untied Llama's
+        output embedding is the causal LM's head).
+
+        Example:
+        >>> import backbones, tempfile, json, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()) / "hf"
+        >>> backbones.Backbone.from_preset("gpt2_tiny_en").export_to_transformers(d)
+        >>> json.loads((d / "config.json").read_text())["architectures"]
+        ['GPT2Model']
+        """
+        from backbones.transformers_export import export
+
+        export(self, directory, max_shard_size=max_shard_size)
+
     # -- LoRA -------------------------------------------------------------
     @property
     def lora_spec(self):
@@ -433,24 +453,61 @@ class Backbone(keras.Model):
         """True when the family implements `call_packed`."""
         return type(self).call_packed is not Backbone.call_packed
 
-    def save_lora_weights(self, filepath):
-        """Saves only the LoRA matrices (a small safetensors file).
+    def save_lora_weights(self, filepath, format=None):
+        """Saves only the LoRA matrices.
+
+        Args:
+            filepath: str or Path. A file (our format: one safetensors file
+                with rank, alpha, targets and an architecture fingerprint),
+                or a directory for PEFT's format.
+            format: str. `"peft"`: a directory with `adapter_config.json` and
+                `adapter_model.safetensors` that `peft.PeftModel.from_pretrained`
+                loads onto the transformers model (`*ForCausalLM` for decoders,
+                the bare model for BERT) of this backbone, e.g. its
+                `export_to_transformers`. Default: PEFT for a path without a
+                suffix or an existing directory, else ours. See `backbones.peft_adapter`.
 
         Example:
-        >>> import backbones, tempfile
+        >>> import backbones, tempfile, pathlib
         >>> m = backbones.Backbone.from_preset("gpt2_tiny_en"); m.enable_lora(2)
         >>> m.save_lora_weights(tempfile.mkdtemp() + "/adapter.lora.safetensors")
+        >>> d = pathlib.Path(tempfile.mkdtemp()) / "peft_adapter"
+        >>> m.save_lora_weights(d)
+        >>> sorted(p.name for p in d.iterdir())
+        ['adapter_config.json', 'adapter_model.safetensors']
         """
-        lora.save(self, filepath)
+        from pathlib import Path
+
+        from backbones.errors import LoRAError
+
+        path = Path(filepath)
+        if format is None:
+            format = "peft" if path.is_dir() or not path.suffix else "backbone_lab"
+        if format == "peft":
+            from backbones import peft_adapter
+
+            peft_adapter.save(self, path)
+        elif format == "backbone_lab":
+            lora.save(self, path)
+        else:
+            raise LoRAError(f"save_lora_weights got format={format!r}; use 'peft' or 'backbone_lab'.")
 
     def load_lora_weights(self, filepath):
-        """Loads LoRA matrices saved by `save_lora_weights`.
+        """Loads LoRA matrices saved by `save_lora_weights`, or a PEFT adapter
+        directory (`adapter_config.json` + `adapter_model.safetensors`, made by
+        `peft` on the transformers model of the same checkpoint).
 
         A backbone without LoRA gets it enabled with the file's rank, alpha
         and targets; a backbone with other settings or another architecture
-        raises `LoRAError`.
+        raises `LoRAError`, as does a PEFT adapter we cannot represent
+        exactly (DoRA, trained biases, `modules_to_save`).
         """
-        lora.load(self, filepath)
+        from backbones import peft_adapter
+
+        if peft_adapter.is_peft_directory(filepath):
+            peft_adapter.load(self, filepath)
+        else:
+            lora.load(self, filepath)
 
 
 def _registered_class(config, directory):

@@ -167,6 +167,9 @@ class CausalLM(Task):
         segments = inputs["padding_mask"] if given is None else np.asarray(given, "int32")
         return {**inputs, "segment_ids": segments}
 
+    def _transformers_head(self):
+        return "causal_lm", None
+
     def _default_loss(self):
         # Divide by the summed weights (real tokens), not by every position.
         return losses.SparseCrossEntropy(reduction="mean_with_sample_weight")

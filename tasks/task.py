@@ -289,6 +289,30 @@ class Task(keras.Model):
             task_presets.save_head_weights(self, tmp)
             preset_io.write_metadata(tmp, self.count_params(), **(metadata or {}))
 
+    def export_to_transformers(self, directory, max_shard_size=5.0):
+        """Writes a transformers checkpoint of backbone and head (LoRA merged):
+        a `CausalLM` as `*ForCausalLM`, a `TextClassifier` as
+        `*ForSequenceClassification`, with the preprocessor's tokenizer.
+        See `Backbone.export_to_transformers`.
+
+        Example:
+        >>> import tasks, tempfile, json, pathlib
+        >>> lm = tasks.CausalLM.from_preset("gpt2_tiny_en", sequence_length=16)
+        >>> d = pathlib.Path(tempfile.mkdtemp()) / "hf"
+        >>> lm.export_to_transformers(d)
+        >>> json.loads((d / "config.json").read_text())["architectures"]
+        ['GPT2LMHeadModel']
+        """
+        from backbones.transformers_export import export
+
+        head, layer = self._transformers_head()
+        export(self.backbone, directory, head=head, head_layer=layer, max_shard_size=max_shard_size,
+               tokenizer=self.preprocessor.tokenizer)
+
+    def _transformers_head(self):
+        """(head kind, head layer) for `export_to_transformers`: see `backbones.transformers_export.export`."""
+        return "base", None
+
     def get_config(self):
         """The task's own arguments (the backbone and tokenizer live in the preset)."""
         return {"name": self.name}

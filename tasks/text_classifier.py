@@ -50,6 +50,9 @@ class TextClassifier(Task):
         preprocessor: tasks.Preprocessor. Default: one from `backbone.tokenizer`.
         sequence_length: int. Packed length when the preprocessor is built here.
         dropout: float. Dropout rate before the logits layer.
+        head_bias: bool. A bias in the logits layer. Decoder classifiers
+            export to transformers (`*ForSequenceClassification`, whose
+            `score` has no bias) only with a zero bias: use False for those.
         name: str. Keras model name.
 
     Example:
@@ -64,7 +67,8 @@ class TextClassifier(Task):
     AttributeError: TextClassifier has no generate(): it is a method of tasks.CausalLM...
     """
 
-    def __init__(self, backbone, num_classes, preprocessor=None, sequence_length=128, dropout=0.1, **kwargs):
+    def __init__(self, backbone, num_classes, preprocessor=None, sequence_length=128, dropout=0.1, head_bias=True,
+                 **kwargs):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise TaskConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
         preprocessor = build_preprocessor(backbone, preprocessor, sequence_length)
@@ -75,7 +79,7 @@ class TextClassifier(Task):
         self.preprocessor = preprocessor
         self.pooling = TokenPooling("first" if backbone.is_encoder else "last", dtype=policy, name="pooling")
         self.output_dropout = keras.layers.Dropout(dropout, dtype=policy, name="output_dropout")
-        self.output_dense = keras.layers.Dense(num_classes, dtype=policy, name="logits")
+        self.output_dense = keras.layers.Dense(num_classes, use_bias=head_bias, dtype=policy, name="logits")
         self.output_cast = keras.layers.Activation("linear", dtype="float32", name="logits_float32")
 
         # === Functional model ===
@@ -91,9 +95,14 @@ class TextClassifier(Task):
         # === Config ===
         self.num_classes = num_classes
         self.dropout = dropout
+        self.head_bias = head_bias
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "dropout": self.dropout}
+        return {**super().get_config(), "num_classes": self.num_classes, "dropout": self.dropout,
+                "head_bias": self.head_bias}
+
+    def _transformers_head(self):
+        return "classifier", self.output_dense
 
     def _preprocess(self, x, y=None, sample_weight=None):
         inputs = self._pack_inputs(x)

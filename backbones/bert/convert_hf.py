@@ -7,15 +7,17 @@ checkpoints prefix them with `bert.`. Old checkpoints may call LayerNorm
 parameters `gamma`/`beta` instead of `weight`/`bias`; both are read.
 """
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 from backbones.bert.tokenizer import SPECIAL_TOKENS, wordpiece_from_vocab
 from backbones.errors import ConversionError
-from backbones.hf_checkpoint import assign
+from backbones import weight_table
 from backbones.registry import register_converter
 from backbones.tokenizer import Tokenizer
+from backbones.weight_table import Entry, dense, norm
 
 log = logging.getLogger(__name__)
 
@@ -73,41 +75,51 @@ class BertConverter:
         }
 
     @staticmethod
-    def convert_weights(backbone, reader, hf):
-        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in reader else ""
-
-        def put(variable, name, transpose=False):
-            value = reader.get(prefix + name)
-            assign(variable, value.T if transpose else value, prefix + name)
-
-        def put_dense(layer, name):
-            put(layer.kernel, f"{name}.weight", transpose=True)
-            put(layer.bias, f"{name}.bias")
-
-        def put_norm(layer, name):
-            scale, shift = ("weight", "bias") if f"{prefix}{name}.weight" in reader else ("gamma", "beta")
-            put(layer.gamma, f"{name}.{scale}")
-            put(layer.beta, f"{name}.{shift}")
-
-        put(backbone.token_embedding.embeddings, "embeddings.word_embeddings.weight")
-        put(backbone.position_embedding.embeddings, "embeddings.position_embeddings.weight")
-        put(backbone.segment_embedding.embeddings, "embeddings.token_type_embeddings.weight")
-        put_norm(backbone.embeddings_norm, "embeddings.LayerNorm")
+    def weight_table(backbone):
+        """Our weights by transformers name (without the `bert.` prefix)."""
+        table = [Entry("embeddings.word_embeddings.weight", ((backbone.token_embedding, "embeddings"),)),
+                 Entry("embeddings.position_embeddings.weight", ((backbone.position_embedding, "embeddings"),)),
+                 Entry("embeddings.token_type_embeddings.weight", ((backbone.segment_embedding, "embeddings"),))]
+        table += norm("embeddings.LayerNorm", backbone.embeddings_norm, aliases=True)
         for i, block in enumerate(backbone.transformer_layers):
             name, attn = f"encoder.layer.{i}", block.self_attention
-            put_dense(attn.query, f"{name}.attention.self.query")
-            put_dense(attn.key, f"{name}.attention.self.key")
-            put_dense(attn.value, f"{name}.attention.self.value")
-            put_dense(attn.attention_output, f"{name}.attention.output.dense")
-            put_norm(block.attention_norm, f"{name}.attention.output.LayerNorm")
-            put_dense(block.ffn_intermediate, f"{name}.intermediate.dense")
-            put_dense(block.ffn_output, f"{name}.output.dense")
-            put_norm(block.ffn_norm, f"{name}.output.LayerNorm")
-        if f"{prefix}pooler.dense.weight" in reader:
-            put_dense(backbone.pooled_dense, "pooler.dense")
-        else:  # e.g. BertForMaskedLM, which has no pooler
+            table += dense(f"{name}.attention.self.query", attn.query)
+            table += dense(f"{name}.attention.self.key", attn.key)
+            table += dense(f"{name}.attention.self.value", attn.value)
+            table += dense(f"{name}.attention.output.dense", attn.attention_output)
+            table += norm(f"{name}.attention.output.LayerNorm", block.attention_norm, aliases=True)
+            table += dense(f"{name}.intermediate.dense", block.ffn_intermediate)
+            table += dense(f"{name}.output.dense", block.ffn_output)
+            table += norm(f"{name}.output.LayerNorm", block.ffn_norm, aliases=True)
+        # e.g. BertForMaskedLM has no pooler
+        return table + [dataclasses.replace(e, optional=True) for e in dense("pooler.dense", backbone.pooled_dense)]
+
+    @classmethod
+    def convert_weights(cls, backbone, reader, hf):
+        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in reader else ""
+        weight_table.load(cls.weight_table(backbone), reader, prefix)
+        if f"{prefix}pooler.dense.weight" not in reader:
             log.warning("The checkpoint in %s has no pooler: pooled_output comes from a randomly "
                         "initialised dense layer (sequence_output is the pretrained one).", reader.directory)
+
+    # -- export -----------------------------------------------------------
+    model_type = "bert"
+    architectures = {"base": ("BertModel", ""), "classifier": ("BertForSequenceClassification", "bert.")}
+
+    @staticmethod
+    def export_config(backbone):
+        if backbone.activation != "gelu":
+            raise ConversionError(
+                f"This BertBackbone has activation={backbone.activation!r}; only 'gelu' exports to "
+                "transformers' BERT (hidden_act).")
+        return {
+            "vocab_size": backbone.vocabulary_size, "num_hidden_layers": backbone.num_layers,
+            "num_attention_heads": backbone.num_heads, "hidden_size": backbone.hidden_dim,
+            "intermediate_size": backbone.intermediate_dim, "hidden_act": "gelu",
+            "hidden_dropout_prob": backbone.dropout, "attention_probs_dropout_prob": backbone.dropout,
+            "max_position_embeddings": backbone.max_sequence_length, "type_vocab_size": backbone.num_segments,
+            "layer_norm_eps": backbone.layer_norm_epsilon, "position_embedding_type": "absolute",
+        }
 
     @staticmethod
     def convert_tokenizer(directory):

@@ -10,7 +10,8 @@ checkpoints and not in bare `*Model` ones; RMS norm weights are stored as
 import numpy as np
 
 from backbones.errors import ConversionError
-from backbones.hf_checkpoint import assign
+from backbones import weight_table
+from backbones.weight_table import Entry, dense, norm
 
 ROPE_TYPES = {"default": None, "linear": "linear", "llama3": "llama3"}
 
@@ -51,31 +52,40 @@ def checkpoint_prefix(reader):
     return "model." if "model.embed_tokens.weight" in reader else ""
 
 
-def convert_decoder_weights(backbone, reader, prefix):
-    """Token embedding, every `GatedDecoderBlock` and the final norm."""
-
-    def put(variable, name, transpose=False):
-        value = reader.get(prefix + name)
-        assign(variable, value.T if transpose else value, prefix + name)
-
-    def put_dense(layer, name):
-        put(layer.kernel, f"{name}.weight", transpose=True)
-        if layer.use_bias:
-            put(layer.bias, f"{name}.bias")
-
-    put(backbone.token_embedding.embeddings, "embed_tokens.weight")
+def decoder_table(backbone):
+    """Token embedding, every `GatedDecoderBlock` and the final norm, by
+    transformers name (without the `model.` prefix of `*ForCausalLM`)."""
+    table = [Entry("embed_tokens.weight", ((backbone.token_embedding, "embeddings"),))]
     for i, block in enumerate(backbone.transformer_layers):
         attn, hf = block.self_attention, f"layers.{i}"
-        put(block.attention_norm.scale, f"{hf}.input_layernorm.weight")
-        put_dense(attn.query, f"{hf}.self_attn.q_proj")
-        put_dense(attn.key, f"{hf}.self_attn.k_proj")
-        put_dense(attn.value, f"{hf}.self_attn.v_proj")
-        put_dense(attn.attention_output, f"{hf}.self_attn.o_proj")
-        put(block.ffn_norm.scale, f"{hf}.post_attention_layernorm.weight")
-        put_dense(block.ffn_gate, f"{hf}.mlp.gate_proj")
-        put_dense(block.ffn_intermediate, f"{hf}.mlp.up_proj")
-        put_dense(block.ffn_output, f"{hf}.mlp.down_proj")
-    put(backbone.layer_norm.scale, "norm.weight")
+        table += norm(f"{hf}.input_layernorm", block.attention_norm, "scale", None)
+        for layer, name in ((attn.query, "q_proj"), (attn.key, "k_proj"), (attn.value, "v_proj"),
+                            (attn.attention_output, "o_proj")):
+            table += dense(f"{hf}.self_attn.{name}", layer)
+        table += norm(f"{hf}.post_attention_layernorm", block.ffn_norm, "scale", None)
+        for layer, name in ((block.ffn_gate, "gate_proj"), (block.ffn_intermediate, "up_proj"),
+                            (block.ffn_output, "down_proj")):
+            table += dense(f"{hf}.mlp.{name}", layer)
+    return table + norm("norm", backbone.layer_norm, "scale", None)
+
+
+def convert_decoder_weights(backbone, reader, prefix):
+    """Token embedding, every `GatedDecoderBlock` and the final norm."""
+    weight_table.load(decoder_table(backbone), reader, prefix)
+
+
+def export_rope(backbone):
+    """transformers' `rope_parameters` (and the older top-level `rope_theta`) of our rotary arguments."""
+    params = {"rope_type": "default", "rope_theta": float(backbone.rope_theta)}
+    scaling = getattr(backbone, "rope_scaling_type", None)
+    if scaling == "linear":
+        params.update(rope_type="linear", factor=float(backbone.rope_scaling_factor))
+    elif scaling == "llama3":
+        params.update(rope_type="llama3", factor=float(backbone.rope_scaling_factor),
+                      low_freq_factor=float(backbone.rope_low_freq_factor),
+                      high_freq_factor=float(backbone.rope_high_freq_factor),
+                      original_max_position_embeddings=int(backbone.rope_original_max_position_embeddings))
+    return {"rope_parameters": params, "rope_theta": float(backbone.rope_theta)}
 
 
 def check_tied_head(reader, prefix):

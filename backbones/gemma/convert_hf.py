@@ -5,7 +5,8 @@ norm weights are the w of `1 + w`, its embedding scale sqrt(hidden) is not
 stored, and its output embedding is always tied.
 """
 
-from backbones.common.convert_hf import check_tied_head, checkpoint_prefix, convert_decoder_weights, rope_kwargs
+from backbones.common.convert_hf import (check_tied_head, checkpoint_prefix, convert_decoder_weights, decoder_table,
+                                         export_rope, rope_kwargs)
 from backbones.errors import ConversionError
 from backbones.registry import register_converter
 
@@ -49,3 +50,22 @@ class GemmaConverter:
         prefix = checkpoint_prefix(reader)
         convert_decoder_weights(backbone, reader, prefix)
         check_tied_head(reader, prefix)
+
+    # -- export -----------------------------------------------------------
+    model_type = "gemma"
+    architectures = {"base": ("GemmaModel", ""), "causal_lm": ("GemmaForCausalLM", "model."),
+                     "classifier": ("GemmaForSequenceClassification", "model.")}
+    weight_table = staticmethod(decoder_table)
+
+    @staticmethod
+    def export_config(backbone):
+        rope = export_rope(backbone)
+        return {
+            "vocab_size": backbone.vocabulary_size, "num_hidden_layers": backbone.num_layers,
+            "num_attention_heads": backbone.num_query_heads, "num_key_value_heads": backbone.num_key_value_heads,
+            "hidden_size": backbone.hidden_dim, "intermediate_size": backbone.intermediate_dim,
+            "head_dim": backbone.head_dim, "rms_norm_eps": backbone.layer_norm_epsilon,
+            "max_position_embeddings": backbone.max_sequence_length, "attention_dropout": backbone.dropout,
+            "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+            "attention_bias": False, "tie_word_embeddings": True, **rope,
+        }

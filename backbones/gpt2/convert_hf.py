@@ -6,12 +6,11 @@ Keras Dense kernel; `c_attn` packs query, key and value along its output axis.
 
 from pathlib import Path
 
-import numpy as np
-
 from backbones.errors import ConversionError
-from backbones.hf_checkpoint import assign
+from backbones import weight_table
 from backbones.registry import register_converter
 from backbones.tokenizer import Tokenizer
+from backbones.weight_table import FUSED3_BIAS, FUSED3_KERNEL, Entry, dense, norm
 
 
 @register_converter("gpt2")
@@ -42,35 +41,43 @@ class GPT2Converter:
         }
 
     @staticmethod
-    def convert_weights(backbone, reader, hf):
-        prefix = "transformer." if "transformer.wte.weight" in reader else ""
-
-        def put(variable, name, transform=None):
-            value = reader.get(prefix + name)
-            assign(variable, transform(value) if transform else value, prefix + name)
-
-        def put_norm(layer, name):
-            put(layer.gamma, f"{name}.weight")
-            put(layer.beta, f"{name}.bias")
-
-        put(backbone.token_embedding.embeddings, "wte.weight")
-        put(backbone.position_embedding.embeddings, "wpe.weight")
+    def weight_table(backbone):
+        """Our weights by transformers name (without `transformer.`). Conv1D
+        weights are `(in, out)` like our kernels; `c_attn` is query, key and
+        value side by side."""
+        table = [Entry("wte.weight", ((backbone.token_embedding, "embeddings"),)),
+                 Entry("wpe.weight", ((backbone.position_embedding, "embeddings"),))]
         for i, block in enumerate(backbone.transformer_layers):
             attn = block.self_attention
-            put_norm(block.attention_norm, f"h.{i}.ln_1")
-            qkv_kernel = np.split(reader.get(f"{prefix}h.{i}.attn.c_attn.weight"), 3, axis=-1)
-            qkv_bias = np.split(reader.get(f"{prefix}h.{i}.attn.c_attn.bias"), 3, axis=-1)
-            for layer, kernel, bias in zip((attn.query, attn.key, attn.value), qkv_kernel, qkv_bias):
-                assign(layer.kernel, kernel, f"{prefix}h.{i}.attn.c_attn.weight")
-                assign(layer.bias, bias, f"{prefix}h.{i}.attn.c_attn.bias")
-            put(attn.attention_output.kernel, f"h.{i}.attn.c_proj.weight")
-            put(attn.attention_output.bias, f"h.{i}.attn.c_proj.bias")
-            put_norm(block.ffn_norm, f"h.{i}.ln_2")
-            put(block.ffn_intermediate.kernel, f"h.{i}.mlp.c_fc.weight")
-            put(block.ffn_intermediate.bias, f"h.{i}.mlp.c_fc.bias")
-            put(block.ffn_output.kernel, f"h.{i}.mlp.c_proj.weight")
-            put(block.ffn_output.bias, f"h.{i}.mlp.c_proj.bias")
-        put_norm(backbone.layer_norm, "ln_f")
+            qkv = (attn.query, attn.key, attn.value)
+            table += norm(f"h.{i}.ln_1", block.attention_norm)
+            table += [Entry(f"h.{i}.attn.c_attn.weight", tuple((l, "kernel") for l in qkv), FUSED3_KERNEL),
+                      Entry(f"h.{i}.attn.c_attn.bias", tuple((l, "bias") for l in qkv), FUSED3_BIAS)]
+            table += dense(f"h.{i}.attn.c_proj", attn.attention_output, transpose=False)
+            table += norm(f"h.{i}.ln_2", block.ffn_norm)
+            table += dense(f"h.{i}.mlp.c_fc", block.ffn_intermediate, transpose=False)
+            table += dense(f"h.{i}.mlp.c_proj", block.ffn_output, transpose=False)
+        return table + norm("ln_f", backbone.layer_norm)
+
+    @classmethod
+    def convert_weights(cls, backbone, reader, hf):
+        prefix = "transformer." if "transformer.wte.weight" in reader else ""
+        weight_table.load(cls.weight_table(backbone), reader, prefix)
+
+    # -- export -----------------------------------------------------------
+    model_type = "gpt2"
+    architectures = {"base": ("GPT2Model", ""), "causal_lm": ("GPT2LMHeadModel", "transformer."),
+                     "classifier": ("GPT2ForSequenceClassification", "transformer.")}
+
+    @staticmethod
+    def export_config(backbone):
+        return {
+            "vocab_size": backbone.vocabulary_size, "n_layer": backbone.num_layers, "n_head": backbone.num_heads,
+            "n_embd": backbone.hidden_dim, "n_inner": backbone.intermediate_dim,
+            "n_positions": backbone.max_sequence_length, "layer_norm_epsilon": backbone.layer_norm_epsilon,
+            "activation_function": "gelu_new", "resid_pdrop": backbone.dropout, "embd_pdrop": backbone.dropout,
+            "attn_pdrop": backbone.dropout, "tie_word_embeddings": True,
+        }
 
     @staticmethod
     def convert_tokenizer(directory):

@@ -8,10 +8,12 @@ when the embeddings are untied.
 
 import warnings
 
-from backbones.common.convert_hf import check_tied_head, checkpoint_prefix, convert_decoder_weights, rope_kwargs
+from backbones.common.convert_hf import (check_tied_head, checkpoint_prefix, convert_decoder_weights, decoder_table,
+                                         export_rope, rope_kwargs)
 from backbones.errors import ConversionError
-from backbones.hf_checkpoint import assign
+from backbones import weight_table
 from backbones.registry import register_converter
+from backbones.weight_table import LINEAR, Entry
 
 
 @register_converter("llama")
@@ -54,20 +56,61 @@ class LlamaConverter:
         return {"attention_bias": bias, "attention_output_bias": bias}
 
     @staticmethod
-    def convert_weights(backbone, reader, hf):
+    def lm_head(backbone):
+        """The untied output embedding's entry (`lm_head.weight`, outside the `model.` prefix), or None."""
+        if backbone.output_embedding is None:
+            return None
+        return Entry("lm_head.weight", ((backbone.output_embedding, "kernel"),), LINEAR, prefixed=False)
+
+    @classmethod
+    def convert_weights(cls, backbone, reader, hf):
         prefix = checkpoint_prefix(reader)
         convert_decoder_weights(backbone, reader, prefix)
-        if backbone.output_embedding is None:
+        head = cls.lm_head(backbone)
+        if head is None:
             check_tied_head(reader, prefix)
-        elif "lm_head.weight" in reader:
-            assign(backbone.output_embedding.kernel, reader.get("lm_head.weight").T, "lm_head.weight")
-        elif prefix:
-            reader.get("lm_head.weight")  # a causal-LM checkpoint without its head: ConversionError
+        elif "lm_head.weight" in reader or prefix:
+            # a causal-LM checkpoint without its head: ConversionError naming it
+            weight_table.load([head], reader, prefix)
         else:
             warnings.warn(
                 f"{reader.directory} is a bare model checkpoint (no lm_head.weight) with untied "
                 "embeddings: output_embedding keeps its random initial weights, so compute_logits "
                 "is meaningless until trained. The hidden states are converted.", stacklevel=2)
+
+    # -- export -----------------------------------------------------------
+    weight_table = staticmethod(decoder_table)
+
+    @staticmethod
+    def export_model_type(backbone):
+        """Which of the three layouts a `LlamaBackbone` is: a sliding window is
+        Mistral's, biases on query/key/value only are Qwen2's."""
+        if backbone.sliding_window is not None:
+            if backbone.attention_bias:
+                return None
+            return "mistral"
+        if backbone.attention_bias and not backbone.attention_output_bias:
+            return "qwen2"
+        if backbone.attention_bias != backbone.attention_output_bias:
+            return None
+        return "llama"
+
+    @staticmethod
+    def export_config(backbone):
+        config = {
+            "vocab_size": backbone.vocabulary_size, "num_hidden_layers": backbone.num_layers,
+            "num_attention_heads": backbone.num_query_heads, "num_key_value_heads": backbone.num_key_value_heads,
+            "hidden_size": backbone.hidden_dim, "intermediate_size": backbone.intermediate_dim,
+            "head_dim": backbone.head_dim, "rms_norm_eps": backbone.layer_norm_epsilon,
+            "max_position_embeddings": backbone.max_sequence_length, "attention_dropout": backbone.dropout,
+            "hidden_act": "silu", "tie_word_embeddings": bool(backbone.tie_word_embeddings),
+            "mlp_bias": False, **export_rope(backbone),
+        }
+        if backbone.sliding_window is not None:
+            config["sliding_window"] = backbone.sliding_window
+        else:
+            config["attention_bias"] = bool(backbone.attention_bias)
+        return config
 
 
 @register_converter("mistral")
@@ -93,3 +136,9 @@ class Qwen2Converter(LlamaConverter):
             raise ConversionError(
                 "qwen2 checkpoint has use_sliding_window=true (per-layer sliding windows); not supported.")
         return {"attention_bias": True, "attention_output_bias": False}
+
+
+# transformers class (and tensor prefix) written for each head, per layout.
+for _converter, _name in ((LlamaConverter, "Llama"), (MistralConverter, "Mistral"), (Qwen2Converter, "Qwen2")):
+    _converter.architectures = {"base": (f"{_name}Model", ""), "causal_lm": (f"{_name}ForCausalLM", "model."),
+                                "classifier": (f"{_name}ForSequenceClassification", "model.")}

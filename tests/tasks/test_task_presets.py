@@ -35,7 +35,7 @@ def test_classifier_round_trip(tmp_path):
         "tokenizer.json", "tokenizer_config.json"]
     spec = json.loads((tmp_path / "clf" / "task.json").read_text())
     assert spec["class_name"] == "TextClassifier"
-    assert spec["config"] == {"name": clf.name, "num_classes": 3, "dropout": 0.2}
+    assert spec["config"] == {"name": clf.name, "num_classes": 3, "dropout": 0.2, "head_bias": True}
     assert spec["preprocessor"] == {"sequence_length": 12, "is_encoder": False, "add_end_token": True}
     assert "task.weights.h5" in json.loads((tmp_path / "clf" / "metadata.json").read_text())["sha256"]
 

@@ -1,0 +1,200 @@
+"""Writing a backbone (and a task's head) as a transformers checkpoint.
+
+`config.json` (the family converter's `export_config`, the inverse of its
+`convert_config`), `model.safetensors` (or shards plus
+`model.safetensors.index.json`) from the family's weight table, and the
+tokenizer as transformers reads it (`tokenizer.json`,
+`tokenizer_config.json`, `special_tokens_map.json`). LoRA layers export
+their merged kernels. The directory is written atomically, like a preset.
+"""
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from backbones import preset_io, registry, weight_table
+from backbones.errors import ConversionError, QuantizationError
+from backbones.tokenizer import ROLES
+
+_SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def converter_for(backbone):
+    """The registered converter (and its model_type) that writes `backbone`'s class."""
+    name = type(backbone).__name__
+    for model_type, converter in registry.HF_CONVERTERS.items():
+        if converter.backbone_class != name or not hasattr(converter, "export_config"):
+            continue
+        chosen = converter.export_model_type(backbone) if hasattr(converter, "export_model_type") else model_type
+        if chosen is None:
+            raise ConversionError(
+                f"This {name}'s configuration ({_config_summary(backbone)}) matches no transformers "
+                "architecture we write; export is not possible.")
+        return chosen, registry.HF_CONVERTERS[chosen]
+    raise ConversionError(f"{name} has no transformers exporter (families with one: "
+                          f"{sorted({c.backbone_class for c in registry.HF_CONVERTERS.values() if hasattr(c, 'export_config')})}).")
+
+
+def _config_summary(backbone):
+    keys = ("sliding_window", "attention_bias", "attention_output_bias")
+    return ", ".join(f"{k}={getattr(backbone, k)!r}" for k in keys if hasattr(backbone, k))
+
+
+def export(backbone, directory, head="base", head_layer=None, max_shard_size=5.0, tokenizer=None):
+    """Writes `backbone` as a transformers checkpoint directory.
+
+    Args:
+        head: str. `"base"` (`*Model`: hidden states), `"causal_lm"`
+            (`*ForCausalLM`) or `"classifier"` (`*ForSequenceClassification`,
+            with `head_layer` the logits Dense).
+        max_shard_size: float. GB per safetensors shard.
+        tokenizer: backbones.Tokenizer. Default: the backbone's own.
+    """
+    if backbone.quantized:
+        raise QuantizationError(
+            f"This {type(backbone).__name__} is quantized (int8): it cannot be exported. Load the "
+            "unquantized base, load_lora_weights(adapter) into it and export that.")
+    model_type, converter = converter_for(backbone)
+    architectures = converter.architectures
+    if head not in architectures:
+        raise ConversionError(
+            f"transformers has no {head!r} architecture for {model_type} that we write "
+            f"(we write {sorted(architectures)}).")
+    architecture, prefix = architectures[head]
+    entries = [(e.full_name(prefix), e) for e in converter.weight_table(backbone)]
+    tokenizer = tokenizer if tokenizer is not None else backbone.tokenizer
+    config = {"model_type": model_type, "architectures": [architecture], **converter.export_config(backbone),
+              **_token_ids(tokenizer), "dtype": _dtype(backbone)}
+    if head == "causal_lm" and getattr(converter, "lm_head", None) and converter.lm_head(backbone):
+        entries.append(("lm_head.weight", converter.lm_head(backbone)))
+    if head == "classifier":
+        entries += _classifier_entries(backbone, head_layer, model_type, config)
+    with preset_io.atomic_directory(directory) as tmp:
+        write_safetensors(tmp, entries, max_shard_size)
+        preset_io.write_json(tmp / "config.json", config)
+        if tokenizer is not None:
+            write_tokenizer(tokenizer, tmp, backbone)
+
+
+def _dtype(backbone):
+    return backbone.token_embedding.variable_dtype
+
+
+def _token_ids(tokenizer):
+    if tokenizer is None:
+        return {}
+    return {f"{role}_token_id": tokenizer.special_token_id(role) for role in ("bos", "eos", "pad")
+            if tokenizer.special_token_id(role) is not None}
+
+
+def _classifier_entries(backbone, layer, model_type, config):
+    num_classes = layer.units
+    config["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_classes)}
+    config["label2id"] = {f"LABEL_{i}": i for i in range(num_classes)}
+    if backbone.is_encoder:
+        # BertForSequenceClassification: pooler (tanh dense on [CLS]) -> dropout ->
+        # `classifier` with a bias: our TextClassifier on BERT's pooled_output, exactly.
+        return [(e.name, e) for e in weight_table.dense("classifier", layer)]
+    # Decoders: transformers' `score` is a Linear without bias, applied to the hidden
+    # state of the rightmost token that is not `pad_token_id`. A bias cannot be
+    # carried there (any other class would need trust_remote_code), and dropping
+    # a trained one would change every logit: a zero bias exports, any other refuses.
+    if layer.use_bias and np.any(np.asarray(layer.bias.numpy()) != 0):
+        raise ConversionError(
+            f"The classifier head {layer.name!r} has a non-zero bias, which transformers' "
+            f"{model_type} sequence-classification head (`score`, no bias) cannot hold. Train the "
+            "classifier with TextClassifier(..., head_bias=False) to export it.")
+    pad, eos = config.get("pad_token_id"), config.get("eos_token_id")
+    if pad is None:
+        # Our packing pads with id 0 when the tokenizer has no pad token; the pooled
+        # token (the appended eos) is then the rightmost one that is not 0.
+        pad = config["pad_token_id"] = 0
+    if pad == eos:
+        raise ConversionError(
+            f"The tokenizer's pad token is its eos token (id {pad}): transformers pools the "
+            "rightmost token that is not padding, which would skip the eos our classifier pools. "
+            "Give the tokenizer a distinct pad token to export this classifier.")
+    return [("score.weight", weight_table.Entry("score.weight", ((layer, "kernel"),), weight_table.LINEAR,
+                                                prefixed=False))]
+
+
+def write_safetensors(directory, entries, max_shard_size=5.0):
+    """Writes `entries` ((name, table entry)) as `model.safetensors`, or as
+    shards of at most `max_shard_size` GB plus the index. Each tensor is
+    computed (merged, concatenated) and written one at a time."""
+    planned = []
+    for name, entry in entries:
+        shape, dtype = weight_table.shapes(entry)
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise ConversionError(f"Weight {name!r} has dtype {dtype}, which safetensors export does not support.")
+        planned.append((name, entry, shape, dtype, int(np.prod(shape, dtype=np.int64)) * np.dtype(
+            _numpy_dtype(dtype)).itemsize))
+    limit = max_shard_size * 1e9
+    shards, current, size = [], [], 0
+    for item in planned:
+        if current and size + item[4] > limit:
+            shards.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item[4]
+    shards.append(current)
+    directory = Path(directory)
+    if len(shards) == 1:
+        _write_file(directory / "model.safetensors", shards[0])
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        _write_file(directory / filename, shard)
+        weight_map.update({item[0]: filename for item in shard})
+    preset_io.write_json(directory / INDEX_FILE, {
+        "metadata": {"total_size": sum(item[4] for item in planned)}, "weight_map": weight_map})
+
+
+def _numpy_dtype(dtype):
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(dtype)
+
+
+def _write_file(path, items):
+    # safetensors: 8-byte little-endian header length, JSON header, raw
+    # little-endian data; transformers requires the "pt" format tag.
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, _, shape, dtype, nbytes in items:
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        for name, entry, shape, dtype, nbytes in items:
+            value = weight_table.export(entry).astype(_numpy_dtype(dtype), copy=False)
+            if value.shape != tuple(shape) or value.nbytes != nbytes:
+                raise ConversionError(f"Weight {name!r} changed shape while exporting.")
+            f.write(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+            del value
+
+
+def write_tokenizer(tokenizer, directory, backbone=None):
+    """`tokenizer.json` plus transformers' `tokenizer_config.json` and
+    `special_tokens_map.json`, so `AutoTokenizer` loads it as a
+    `PreTrainedTokenizerFast` with our vocabulary and special-token roles
+    (and our own loader reads the roles back from the same keys)."""
+    directory = Path(directory)
+    tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
+    roles = {f"{role}_token": token for role, token in tokenizer.special_tokens.items() if role in ROLES}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **roles}
+    if getattr(tokenizer, "chat_template", None):
+        config["chat_template"] = tokenizer.chat_template  # transformers' apply_chat_template reads it here
+    if backbone is not None and getattr(backbone, "max_sequence_length", None):
+        config["model_max_length"] = int(backbone.max_sequence_length)
+    preset_io.write_json(directory / "tokenizer_config.json", config)
+    preset_io.write_json(directory / "special_tokens_map.json", roles)
