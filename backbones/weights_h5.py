@@ -97,7 +97,7 @@ class StoredWeights(contextlib.AbstractContextManager):
     """The weights of a preset file, addressed by `layer path/index`.
 
     Use it as a context (it keeps the h5 files open), hand it to
-    `backbones.backbone.weights_to_be_loaded(stored)` while building, then call
+    `backbones.initializers.weights_to_be_loaded(stored)` while building, then call
     `load_into(model)`.
 
     Args:

@@ -14,7 +14,7 @@ with keras-hub's roles `<bos>`, `<eos>`, `<pad>`.
 
 from backbones.common.sentencepiece import tokenizer_from_spm
 from backbones.errors import ConversionError
-from backbones.keras_hub_preset import layer_name, tokenizer_asset
+from backbones.formats.keras_hub import layer_name, tokenizer_asset
 from backbones.registry import register_keras_hub_converter
 
 # Options that keras-hub's GemmaBackbone uses for Gemma 2 / 3; value of Gemma v1.

@@ -27,7 +27,7 @@ here, characters in keras-hub (see `backbones/common/sentencepiece.py`). Special
 from backbones.common.sentencepiece import tokenizer_from_spm
 from backbones.errors import ConversionError, PresetFormatError
 from backbones.gpt2.convert_keras_hub import keras_hub_byte_level_bpe
-from backbones.keras_hub_preset import layer_name, tokenizer_asset, tokenizer_config
+from backbones.formats.keras_hub import layer_name, tokenizer_asset, tokenizer_config
 from backbones.registry import register_keras_hub_converter
 from backbones.tokenizer import Tokenizer
 

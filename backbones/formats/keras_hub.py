@@ -1,4 +1,4 @@
-"""Loading keras-hub presets (`registered_name: "keras_hub>..."`) by conversion.
+"""keras-hub presets (`registered_name: "keras_hub>..."`), converted on load.
 
 Kaggle handles `kaggle://keras/<model>/keras/<variant>` hold keras-hub
 presets: the same directory layout as ours, but weights laid out for
@@ -23,22 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from backbones import preset_io, registry
+from backbones import formats, preset_io, registry
 from backbones.errors import ConversionError, PresetFormatError
+from backbones.formats.base import PresetReader, built_to_be_filled
 from backbones.hf_checkpoint import assign
 from backbones.weights_h5 import read_array, weight_files
-
-PREFIX = "keras_hub>"
-
-
-def is_keras_hub_config(config):
-    """True for a keras-hub serialized config (`config.json`, `tokenizer.json`).
-
-    Example:
-    >>> is_keras_hub_config({"class_name": "GPT2Backbone", "registered_name": "keras_hub>GPT2Backbone"})
-    True
-    """
-    return isinstance(config, dict) and str(config.get("registered_name") or "").startswith(PREFIX)
 
 
 def converter_for(class_name, directory):
@@ -64,55 +53,62 @@ def _base_kwargs(config):
     return kwargs
 
 
-def load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset):
-    """Builds our backbone from a keras-hub preset directory, converting on the fly.
+@registry.register_format(formats.KERAS_HUB)
+class KerasHubPreset(PresetReader):
+    """A keras-hub preset directory (see `backbones.formats.base.PresetReader`).
 
     The converter registered for `config["class_name"]` maps the config to
     constructor arguments and every stored variable to one of ours; variables
     left over are an error. A converter may also read architecture facts from
-    the weights (`config_from_weights(reader) -> kwargs`). `kwargs` override
-    (a user's dtype wins).
+    the weights (`config_from_weights(reader) -> kwargs`, e.g. whether Llama
+    is tied), so the weights are opened, when present, even for
+    `load_weights=False`.
     """
-    from backbones.backbone import built_to_be_filled, check_subclass
 
-    converter = converter_for(config.get("class_name"), directory)
-    target = registry.BACKBONE_CLASSES[converter.backbone_class]
-    check_subclass(cls, target, preset, kwargs)
-    hub_config = config.get("config", {})
-    # Opened also for load_weights=False when present: some architecture facts
-    # are only in the weights (`config_from_weights`, e.g. whether Llama is tied).
-    has_weights = load_weights or preset_io.weights_files(directory)
-    with KerasHubWeights(directory) if has_weights else contextlib.nullcontext() as reader:
-        from_weights = getattr(converter, "config_from_weights", None)
-        init = {**_base_kwargs(hub_config), **converter.convert_config(hub_config),
-                **(from_weights(reader) if from_weights and reader else {}), **kwargs}
-        if load_weights:
-            # Built unallocated; each variable is then created from its stored array.
-            with built_to_be_filled(lambda: target(**init)) as backbone:
-                converter.convert_weights(backbone, reader, hub_config)
-            reader.check_all_used()
-        else:
-            backbone = target(**init)
-    backbone.tokenizer = _converted_tokenizer(converter, Path(directory))
-    return backbone
+    name = formats.KERAS_HUB
 
+    def __init__(self, directory, config):
+        super().__init__(Path(directory), config)
+        self.converter = converter_for(config.get("class_name"), directory)
+        self._weights = None
 
-def convert_tokenizer(directory):
-    """Our `Tokenizer` from a keras-hub preset's tokenizer, or None.
+    def weights(self):
+        """The preset's `KerasHubWeights`, opened once (closed with the reader)."""
+        if self._weights is None:
+            self._weights = KerasHubWeights(self.directory)
+        return self._weights
 
-    None when the preset has no tokenizer.json or the family's converter has
-    no `convert_tokenizer` yet (it is then loaded without a tokenizer). Used
-    by `Tokenizer.from_directory`.
-    """
-    directory = Path(directory)
-    config = preset_io.read_json(directory / preset_io.CONFIG_FILE)
-    return _converted_tokenizer(converter_for(config.get("class_name"), directory), directory)
+    def close(self):
+        if self._weights is not None:
+            self._weights.close()
+            self._weights = None
 
+    def backbone_class(self):
+        return registry.BACKBONE_CLASSES[self.converter.backbone_class]
 
-def _converted_tokenizer(converter, directory):
-    if not (directory / "tokenizer.json").exists() or not hasattr(converter, "convert_tokenizer"):
-        return None
-    return converter.convert_tokenizer(directory)
+    def backbone_kwargs(self, load_weights=True):
+        hub_config = self.config.get("config", {})
+        kwargs = {**_base_kwargs(hub_config), **self.converter.convert_config(hub_config)}
+        from_weights = getattr(self.converter, "config_from_weights", None)
+        if from_weights and (load_weights or preset_io.weights_files(self.directory)):
+            kwargs.update(from_weights(self.weights()))
+        return kwargs
+
+    def build(self, target, kwargs):
+        reader = self.weights()
+        # Built unallocated; each variable is then created from its stored array.
+        with built_to_be_filled(lambda: target(**kwargs)) as backbone:
+            self.converter.convert_weights(backbone, reader, self.config.get("config", {}))
+        reader.check_all_used()
+        return backbone
+
+    def tokenizer(self):
+        """The converted tokenizer, or None when the preset has no tokenizer.json
+        or the family's converter has no `convert_tokenizer` yet (the backbone
+        then loads without a tokenizer)."""
+        if not (self.directory / "tokenizer.json").exists() or not hasattr(self.converter, "convert_tokenizer"):
+            return None
+        return self.converter.convert_tokenizer(self.directory)
 
 
 def tokenizer_config(directory):
@@ -172,9 +168,13 @@ class KerasHubWeights(contextlib.AbstractContextManager):
             self._datasets.setdefault(name, (shard, obj))
         # None: h5py's visititems stops at the first value returned.
 
-    def __exit__(self, *exc):
+    def close(self):
         for f in self._files:
             f.close()
+        self._files = []
+
+    def __exit__(self, *exc):
+        self.close()
 
     def keys(self):
         return set(self._datasets)
