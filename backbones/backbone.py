@@ -3,6 +3,7 @@
 import keras
 
 from backbones import formats, lora, preset_io, registry, remat
+from backbones.common.logits import tied_logits
 from backbones.errors import LoRAError
 from backbones.formats import native
 from backbones.formats.base import check_subclass, quantizing_on_load
@@ -39,6 +40,14 @@ class Backbone(keras.Model):
         transformer_layers: list of the encoder/decoder blocks, in order;
             `enable_remat` rematerialises each of them. A block is called
             as `block(hidden_states, **kwargs)`: hidden states first.
+        max_sequence_length: int. Positions the model supports (None: no
+            limit of its own).
+
+    Hooks a task relies on (declared here; a family overrides what it has):
+        decoders: `compute_logits`, `init_cache` + `call_with_cache`
+            (`supports_cache` says whether a family implements them);
+        encoders: `input_names` (with `segment_ids`), `sequence_output`,
+            `pooled_output`.
 
     Args:
         dtype: str or keras.DTypePolicy. Dtype policy of every sublayer,
@@ -57,6 +66,7 @@ class Backbone(keras.Model):
     default_lora_targets = ("query", "value")
     is_encoder = False
     transformer_layers = ()
+    max_sequence_length = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -76,6 +86,61 @@ class Backbone(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    # -- hooks tasks rely on ---------------------------------------------------
+    @property
+    def input_names(self):
+        """Names of the model's inputs: `token_ids`, `padding_mask`, and for
+        encoders with segments (BERT) `segment_ids`."""
+        return tuple(self.input) if isinstance(self.input, dict) else ("token_ids", "padding_mask")
+
+    def sequence_output(self, outputs):
+        """Hidden states `(batch, seq, hidden)` from this backbone's output
+        (an encoder returns a dict with `sequence_output` and `pooled_output`)."""
+        return outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+
+    def pooled_output(self, outputs):
+        """The family's own pooled representation `(batch, hidden)` (BERT's
+        tanh pooler over [CLS]), or None when it has none and a task pools
+        the hidden states itself."""
+        return outputs.get("pooled_output") if isinstance(outputs, dict) else None
+
+    def compute_logits(self, hidden_states):
+        """Next-token logits `(..., vocabulary_size)` of final hidden states
+        (decoders). Default: tied to the token embedding,
+        `hidden_states @ token_embedding.embeddings^T`; a family with an untied
+        head or soft-capping overrides it.
+
+        Example:
+        >>> import backbones, numpy as np
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
+        >>> m.compute_logits(np.zeros((1, 2, m.hidden_dim), "float32")).shape[-1] == m.token_embedding.input_dim
+        True
+        """
+        if self.is_encoder:
+            raise NotImplementedError(
+                f"{type(self).__name__} is an encoder (is_encoder=True): it predicts no next token. "
+                "Use a decoder (GPT-2, Llama, Gemma) for a causal LM.")
+        return tied_logits(hidden_states, self.token_embedding)
+
+    @property
+    def supports_cache(self):
+        """True when the family implements `init_cache` and `call_with_cache`
+        (generation then costs one step per new token)."""
+        return type(self).call_with_cache is not Backbone.call_with_cache
+
+    def init_cache(self, batch_size, max_length):
+        """An empty key/value cache for `call_with_cache` (decoders)."""
+        raise NotImplementedError(self._no_cache_message())
+
+    def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
+        """Hidden states of `token_ids` placed at `cache_index`, reading and
+        updating `cache`; returns `(hidden_states, new_cache)` (decoders)."""
+        raise NotImplementedError(self._no_cache_message())
+
+    def _no_cache_message(self):
+        return (f"{type(self).__name__} implements no key/value cache (init_cache, call_with_cache). "
+                "Generate with use_cache=False (one full pass per token).")
 
     # -- presets ----------------------------------------------------------
     @classproperty

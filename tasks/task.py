@@ -274,7 +274,7 @@ def build_preprocessor(backbone, preprocessor, sequence_length):
                 "that has tokenizer.json, or pass preprocessor=tasks.Preprocessor(tokenizer, ...)."
             )
         return Preprocessor(backbone.tokenizer, sequence_length, is_encoder=backbone.is_encoder)
-    expected = set(backbone.input) if isinstance(backbone.input, dict) else {"token_ids", "padding_mask"}
+    expected = set(backbone.input_names)
     if set(preprocessor.feature_names) != expected:
         raise TaskConfigError(
             f"The preprocessor makes {sorted(preprocessor.feature_names)} but "
@@ -286,13 +286,7 @@ def build_preprocessor(backbone, preprocessor, sequence_length):
 
 def task_inputs(backbone):
     """Symbolic int32 inputs named as the backbone's inputs."""
-    names = list(backbone.input) if isinstance(backbone.input, dict) else ["token_ids", "padding_mask"]
-    return {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in names}
-
-
-def sequence_output(outputs):
-    """Hidden states from a backbone output (encoders may return a dict)."""
-    return outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+    return {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in backbone.input_names}
 
 
 def build_training_state(model, batches):
