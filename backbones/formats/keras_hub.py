@@ -26,7 +26,7 @@ import numpy as np
 from backbones import formats, preset_io, registry
 from backbones.errors import ConversionError, PresetFormatError
 from backbones.formats.base import PresetReader, built_to_be_filled
-from backbones.hf_checkpoint import assign
+from backbones.weight_reader import WeightReader
 from backbones.weights_h5 import read_array, weight_files
 
 
@@ -136,12 +136,21 @@ def tokenizer_asset(directory, name):
     return path
 
 
-class KerasHubWeights(contextlib.AbstractContextManager):
-    """The variables of a keras-hub preset's `model.weights.h5` (or shards), by layer path.
+def var(layer, index=0):
+    """The key of variable `index` of `layer` (a path below `layers/`) in a
+    keras-hub weights file.
 
-    `get("transformer_decoder_1/_self_attention_layer/query_dense", 0)` is the
-    dataset `layers/transformer_decoder_1/_self_attention_layer/query_dense/vars/0`.
-    Tracks what was read, so `check_all_used` finds leftovers.
+    Example:
+    >>> var("transformer_decoder_1/_self_attention_layer/query_dense", 0)
+    'layers/transformer_decoder_1/_self_attention_layer/query_dense/vars/0'
+    """
+    return f"layers/{layer}/vars/{index}"
+
+
+class KerasHubWeights(WeightReader, contextlib.AbstractContextManager):
+    """The variables of a keras-hub preset's `model.weights.h5` (or shards),
+    a `WeightReader` keyed by `var(layer, index)`; `put_layer` and
+    `put_attention` put whole layers laid out as keras-hub lays them out.
 
     Example:
     >>> import tempfile, h5py, numpy as np
@@ -149,15 +158,18 @@ class KerasHubWeights(contextlib.AbstractContextManager):
     >>> with h5py.File(d / "model.weights.h5", "w") as f:
     ...     f["layers/dense/vars/0"] = np.ones((2, 3), "float32")
     >>> with KerasHubWeights(d) as weights:
-    ...     weights.get("dense", 0).shape
+    ...     weights.get(var("dense", 0)).shape
     (2, 3)
     """
+
+    item, container = "variable", "keras-hub weights"
 
     def __init__(self, directory):
         import h5py
 
         self.directory = Path(directory)
-        self._files, self._datasets, self.used = [], {}, set()
+        super().__init__(self.directory)
+        self._files, self._datasets = [], {}
         for shard_path in weight_files(preset_io.weights_path(self.directory)):
             f = h5py.File(shard_path, "r")
             self._files.append(f)
@@ -179,59 +191,29 @@ class KerasHubWeights(contextlib.AbstractContextManager):
     def keys(self):
         return set(self._datasets)
 
-    def has(self, layer, index=0):
-        """True if variable `index` of `layer` is stored."""
-        return f"layers/{layer}/vars/{index}" in self._datasets
+    def __contains__(self, key):
+        return key in self._datasets
 
-    def get(self, layer, index):
-        """Variable `index` of `layer` (a path below `layers/`) as a NumPy array, marked used."""
-        key = f"layers/{layer}/vars/{index}"
-        if key not in self._datasets:
-            raise ConversionError(
-                f"Variable {key!r} is missing from the weights in {self.directory}: the "
-                "weights do not match config.json (or the preset was saved by a keras-hub "
-                "version laid out differently). Re-download the preset."
-            )
-        _, dataset = self._datasets[key]
-        self.used.add(key)
-        return read_array(dataset)
+    def _read(self, key):
+        return read_array(self._datasets[key][1])
 
-    def put(self, variable, layer, index, merge_heads=False):
-        """Assigns variable `index` of `layer` to `variable`, checking shapes.
+    def put_layer(self, layer_obj, layer, merge_heads=False):
+        """Puts every variable of a Keras layer, in creation order (kernel/bias, gamma/beta).
 
         `merge_heads` flattens keras-hub's per-head attention axes, e.g. a query
         kernel `(hidden, heads, head_dim)` into our Dense `(hidden, heads * head_dim)`.
         """
-        value = self.get(layer, index)
-        if merge_heads and value.size == int(np.prod(variable.shape)):
-            value = value.reshape(tuple(variable.shape))
-        assign(variable, value, f"layers/{layer}/vars/{index}")
-
-    def assign(self, variable, value, layer, index):
-        """Assigns `value` (variable `index` of `layer`, transformed by the caller), checking shapes."""
-        assign(variable, value, f"layers/{layer}/vars/{index}")
-
-    def put_layer(self, layer_obj, layer, merge_heads=False):
-        """Assigns every variable of a Keras layer, in creation order (kernel/bias, gamma/beta)."""
         for i, variable in enumerate(layer_obj.weights):
-            self.put(variable, layer, i, merge_heads)
+            shape = tuple(variable.shape)
+            reshape = (lambda v, shape=shape: v.reshape(shape) if v.size == int(np.prod(shape)) else v)
+            self.put(variable, var(layer, i), reshape if merge_heads else None)
 
     def put_attention(self, attention, path, prefix=""):
-        """Assigns query, key, value and output projections of our `attention`
+        """Puts query, key, value and output projections of our `attention`
         from keras-hub's per-head `<path>/<prefix>{query,key,value,output}_dense`."""
         for ours, theirs in ((attention.query, "query"), (attention.key, "key"),
                              (attention.value, "value"), (attention.attention_output, "output")):
             self.put_layer(ours, f"{path}/{prefix}{theirs}_dense", merge_heads=True)
-
-    def check_all_used(self):
-        """Raises if a stored variable was never read."""
-        left = sorted(self.keys() - self.used)
-        if left:
-            raise ConversionError(
-                f"The keras-hub weights in {self.directory} have {len(left)} variable(s) that "
-                f"the architecture has no place for, e.g. {left[:5]}. Its config.json probably "
-                "describes another architecture, or this keras-hub class has an option we do not support."
-            )
 
 
 def layer_name(base, index):
