@@ -4,13 +4,13 @@
 and presets (each family folder's `family.py`), which is all that checking a
 config needs (`backbones.preset_facts`). The first use of a class
 (`backbones.Backbone`, `backbones.GPT2Backbone`, `Backbone.from_preset`)
-runs `load()`, which imports keras and every family's Keras modules, which
-register their classes and converters. Adding a family edits nothing here.
+runs `load()`, which imports keras, the preset formats (`backbones.formats`)
+and every family's Keras modules, which register their classes and
+converters. Adding a family edits nothing here.
 """
 
 import importlib
 import importlib.util
-import os
 import pkgutil
 
 from backbones import registry
@@ -19,7 +19,7 @@ from backbones.errors import (  # noqa: F401
     PresetDownloadError, PresetFormatError, PresetNotFoundError, QuantizationError, UnknownArgumentError,
 )
 
-__version__ = "0.1.0"
+from backbones.version import __version__  # noqa: F401
 
 for _package in pkgutil.iter_modules(__path__):
     if _package.ispkg and importlib.util.find_spec(f"{__name__}.{_package.name}.family"):
@@ -44,13 +44,10 @@ def load():
     global _loaded
     if _loaded:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ info logs
+    registry.load()
     from backbones.backbone import Backbone
     from backbones.tokenizer import Tokenizer
 
-    for family in registry.FAMILIES.values():
-        for module in family.modules:
-            importlib.import_module(f"{family.package}.{module}")
     globals().update(Backbone=Backbone, Tokenizer=Tokenizer, **registry.BACKBONE_CLASSES)
     _loaded = True
 

@@ -1,108 +1,16 @@
 """`Backbone`: the base class of every backbone, and its cross-family machinery."""
 
-import concurrent.futures
-import contextlib
-import contextvars
-import inspect
+from pathlib import Path
 
 import keras
 
-import backbones
-from backbones import lora, preset_io, quantize, registry, remat, weights_h5
-from backbones.errors import (PresetClassMismatchError, PresetFormatError, QuantizationError,
-                              UnknownArgumentError)
+from backbones import formats, lora, preset_io, registry, remat
+from backbones.common.logits import tied_logits
+from backbones.errors import LoRAError
+from backbones.formats import native, peft, transformers
+from backbones.formats.base import check_subclass, quantizing_on_load
 from backbones.handles import resolve_preset
-from backbones.keras_hub_preset import load_keras_hub_preset
-from backbones.tokenizer import Tokenizer
-from backbones.variables import deferred_variables
-
-
-_WEIGHTS_TO_BE_LOADED = contextvars.ContextVar("weights_to_be_loaded", default=False)
-_QUANTIZE_ON_LOAD = contextvars.ContextVar("quantize_on_load", default=None)
-
-
-@contextlib.contextmanager
-def weights_to_be_loaded(stored=None):
-    """Within it, backbones are built only to have every weight loaded next
-    (`from_preset`, checkpoint conversion): `normal_initializer` gives the
-    stored array of the weight when `stored` (a `weights_h5.StoredWeights`)
-    holds it, else zeros."""
-    token = _WEIGHTS_TO_BE_LOADED.set(stored or True)
-    try:
-        yield
-    finally:
-        _WEIGHTS_TO_BE_LOADED.reset(token)
-
-
-@contextlib.contextmanager
-def built_to_be_filled(build):
-    """`build()` a backbone unallocated, for the block to fill each of its
-    variables from a file (`variables.fill`); the rest are initialised on
-    leaving it. Every loader of `from_preset` builds through here: when
-    `from_preset` was given `quantize=`, each layer is quantized as soon as
-    its kernel is filled (`quantize.quantizing_as_filled`).
-
-    Example:
-    >>> import numpy as np
-    >>> from backbones import variables
-    >>> from backbones.gpt2 import GPT2Backbone
-    >>> build = lambda: GPT2Backbone(vocabulary_size=8, num_layers=1, num_heads=1, hidden_dim=4,
-    ...                              intermediate_dim=8, max_sequence_length=4)
-    >>> with built_to_be_filled(build) as model:
-    ...     variables.fill(model.token_embedding.embeddings, np.ones((8, 4), "float32"))
-    >>> float(model.token_embedding.embeddings.numpy().sum())
-    32.0
-    """
-    with weights_to_be_loaded(), deferred_variables() as finish:
-        backbone = build()
-    with quantize.quantizing_as_filled(backbone, _QUANTIZE_ON_LOAD.get()):
-        yield backbone
-    finish()
-
-
-@keras.saving.register_keras_serializable(package="backbone_lab")
-class _StoredOrZeros(keras.initializers.Initializer):
-    """The stored value of the weight being built, or zeros (see `weights_to_be_loaded`)."""
-
-    def __init__(self, stored):
-        self.stored = stored
-
-    def __call__(self, shape, dtype=None):
-        value = self.stored.initial_value(shape, dtype)
-        return keras.initializers.Zeros()(shape, dtype) if value is None else value
-
-    # A loaded layer keeps this initializer: if its config is ever serialized,
-    # it round-trips as plain zeros (the stored arrays are long gone).
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return keras.initializers.Zeros()
-
-
-def normal_initializer(stddev=0.02):
-    """`RandomNormal(stddev)`, or inside `weights_to_be_loaded()` the stored
-    value (else zeros).
-
-    Drawing random weights that the loaded ones overwrite at once is the
-    largest cost of building a preset: ~1 s of a 110M-parameter GPT-2's
-    from_preset on 2 vCPU, where zeros cost a memset; creating the variable
-    from its stored array saves the memset and a copy into it too.
-
-    Example:
-    >>> type(normal_initializer()).__name__
-    'RandomNormal'
-    >>> with weights_to_be_loaded():
-    ...     type(normal_initializer()).__name__
-    'Zeros'
-    """
-    stored = _WEIGHTS_TO_BE_LOADED.get()
-    if stored is True:
-        return keras.initializers.Zeros()
-    if stored:
-        return _StoredOrZeros(stored)
-    return keras.initializers.RandomNormal(stddev=stddev)
+from backbones.quantize import check_mode, quantize_backbone
 
 
 class classproperty:
@@ -134,6 +42,14 @@ class Backbone(keras.Model):
         transformer_layers: list of the encoder/decoder blocks, in order;
             `enable_remat` rematerialises each of them. A block is called
             as `block(hidden_states, **kwargs)`: hidden states first.
+        max_sequence_length: int. Positions the model supports (None: no
+            limit of its own).
+
+    Hooks a task relies on (declared here; a family overrides what it has):
+        decoders: `compute_logits`, `init_cache` + `call_with_cache`
+            (`supports_cache` says whether a family implements them);
+        encoders: `input_names` (with `segment_ids`), `sequence_output`,
+            `pooled_output`.
 
     Args:
         dtype: str or keras.DTypePolicy. Dtype policy of every sublayer,
@@ -152,10 +68,11 @@ class Backbone(keras.Model):
     default_lora_targets = ("query", "value")
     is_encoder = False
     transformer_layers = ()
+    max_sequence_length = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        registry.BACKBONE_CLASSES[cls.__name__] = cls
+        registry.register_backbone_class(cls)
         keras.saving.register_keras_serializable(package="backbone_lab")(cls)
 
     def __init__(self, *args, dtype=None, **kwargs):
@@ -172,11 +89,66 @@ class Backbone(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
+    # -- hooks tasks rely on ---------------------------------------------------
+    @property
+    def input_names(self):
+        """Names of the model's inputs: `token_ids`, `padding_mask`, and for
+        encoders with segments (BERT) `segment_ids`."""
+        return tuple(self.input) if isinstance(self.input, dict) else ("token_ids", "padding_mask")
+
+    def sequence_output(self, outputs):
+        """Hidden states `(batch, seq, hidden)` from this backbone's output
+        (an encoder returns a dict with `sequence_output` and `pooled_output`)."""
+        return outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+
+    def pooled_output(self, outputs):
+        """The family's own pooled representation `(batch, hidden)` (BERT's
+        tanh pooler over [CLS]), or None when it has none and a task pools
+        the hidden states itself."""
+        return outputs.get("pooled_output") if isinstance(outputs, dict) else None
+
+    def compute_logits(self, hidden_states):
+        """Next-token logits `(..., vocabulary_size)` of final hidden states
+        (decoders). Default: tied to the token embedding,
+        `hidden_states @ token_embedding.embeddings^T`; a family with an untied
+        head or soft-capping overrides it.
+
+        Example:
+        >>> import backbones, numpy as np
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
+        >>> m.compute_logits(np.zeros((1, 2, m.hidden_dim), "float32")).shape[-1] == m.token_embedding.input_dim
+        True
+        """
+        if self.is_encoder:
+            raise NotImplementedError(
+                f"{type(self).__name__} is an encoder (is_encoder=True): it predicts no next token. "
+                "Use a decoder (GPT-2, Llama, Gemma) for a causal LM.")
+        return tied_logits(hidden_states, self.token_embedding)
+
+    @property
+    def supports_cache(self):
+        """True when the family implements `init_cache` and `call_with_cache`
+        (generation then costs one step per new token)."""
+        return type(self).call_with_cache is not Backbone.call_with_cache
+
+    def init_cache(self, batch_size, max_length):
+        """An empty key/value cache for `call_with_cache` (decoders)."""
+        raise NotImplementedError(self._no_cache_message())
+
+    def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
+        """Hidden states of `token_ids` placed at `cache_index`, reading and
+        updating `cache`; returns `(hidden_states, new_cache)` (decoders)."""
+        raise NotImplementedError(self._no_cache_message())
+
+    def _no_cache_message(self):
+        return (f"{type(self).__name__} implements no key/value cache (init_cache, call_with_cache). "
+                "Generate with use_cache=False (one full pass per token).")
+
     # -- presets ----------------------------------------------------------
     @classproperty
     def presets(cls):
         """Built-in presets of this class and its subclasses: name -> metadata."""
-        backbones.load()
+        registry.load()
         return {
             name: meta for name, meta in registry.BACKBONE_PRESETS.items()
             if issubclass(registry.BACKBONE_CLASSES[meta["class_name"]], cls)
@@ -209,58 +181,18 @@ class Backbone(keras.Model):
         >>> backbones.Backbone.from_preset("gpt2_tiny_en", quantize="int8").quantized
         True
         """
-        backbones.load()  # every family's class and converters
         if quantize is not None:
-            from backbones.quantize import check_mode
-
             check_mode(quantize)
-        token = _QUANTIZE_ON_LOAD.set(quantize if load_weights else None)
-        try:
-            backbone = cls._load_preset(preset, load_weights, kwargs)
-        finally:
-            _QUANTIZE_ON_LOAD.reset(token)
+        directory = resolve_preset(preset)
+        # One question, one answer: the directory's format (backbones.formats).
+        with formats.open_preset(directory) as source, quantizing_on_load(quantize if load_weights else None):
+            target = source.backbone_class()
+            check_subclass(cls, target, preset, kwargs)
+            init = {**source.backbone_kwargs(load_weights), **kwargs}  # a user's dtype wins
+            backbone = source.build(target, init) if load_weights else target.from_config(init)
+            backbone.tokenizer = source.tokenizer()
         if quantize is not None:  # layers not filled from the file (random or initialised weights)
             backbone.quantize(quantize)
-        return backbone
-
-    @classmethod
-    def _load_preset(cls, preset, load_weights, kwargs):
-        directory = resolve_preset(preset)
-        config = preset_io.read_json(directory / preset_io.CONFIG_FILE)
-        fmt = preset_io.config_format(config)
-        if fmt == "transformers":
-            from backbones.convert import load_hf_checkpoint
-
-            return load_hf_checkpoint(cls, directory, config, load_weights, kwargs, preset)
-        if fmt == "keras_hub":
-            return load_keras_hub_preset(cls, directory, config, load_weights, kwargs, preset)
-        target = _registered_class(config, directory)
-        check_subclass(cls, target, preset, kwargs)
-        if not load_weights:
-            backbone = target.from_config({**config.get("config", {}), **kwargs})
-        else:
-            # The sha256 of the weights runs on another thread (hashlib and file
-            # reads release the GIL) while the model is built and loaded; a
-            # mismatch still raises before anything is returned.
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                checked = pool.submit(preset_io.verify_checksums, directory)
-                try:
-                    # The large weights are created from their stored arrays
-                    # as the model is built, the rest assigned after (weights_h5).
-                    init = {**config.get("config", {}), **kwargs}
-                    with weights_h5.StoredWeights(preset_io.weights_path(directory)) as stored:
-                        if _QUANTIZE_ON_LOAD.get():  # filled one by one, each layer quantized when filled
-                            with built_to_be_filled(lambda: target.from_config(init)) as backbone:
-                                stored.load_into(backbone)
-                        else:
-                            with weights_to_be_loaded(stored):
-                                backbone = target.from_config(init)
-                            stored.load_into(backbone)
-                except Exception:
-                    checked.result()  # a corrupted file reports its checksum, not the h5 error
-                    raise
-                checked.result()
-        backbone.tokenizer = Tokenizer.from_directory(directory)
         return backbone
 
     def save_to_preset(self, preset_dir, max_shard_size=5.0, metadata=None):
@@ -289,27 +221,9 @@ class Backbone(keras.Model):
             preset_io.write_metadata(tmp, self.count_params(), **(metadata or {}))
 
     def save_preset_files(self, directory, max_shard_size=5.0):
-        """Writes config, weights and tokenizer into an existing directory."""
-        if self.quantized:
-            # A preset of int8 kernels would load into float layers as garbage, and
-            # dequantizing would bake the quantization error into a "full" model.
-            raise QuantizationError(
-                f"This {type(self).__name__} is quantized (int8): it cannot be saved as a preset. "
-                "Save the adapter with save_lora_weights(path); to get a merged preset, load "
-                "the unquantized base (Backbone.from_preset(preset)), load_lora_weights(path) "
-                "into it and call save_to_preset there.")
-        name = type(self).__name__
-        preset_io.write_json(directory / preset_io.CONFIG_FILE, {
-            "module": type(self).__module__, "class_name": name,
-            "config": self.get_config(), "registered_name": f"backbone_lab>{name}",
-        })
-        weight_bytes = sum(w.numpy().nbytes for w in self.weights)
-        if weight_bytes > max_shard_size * 1e9:
-            self.save_weights(directory / preset_io.SHARDED_WEIGHTS_FILE, max_shard_size=max_shard_size)
-        else:
-            self.save_weights(directory / preset_io.WEIGHTS_FILE)
-        if self.tokenizer is not None:
-            self.tokenizer.save_to_preset(directory)
+        """Writes config, weights and tokenizer into an existing directory
+        (`backbones.formats.native.write`)."""
+        native.write(self, directory, max_shard_size)
 
     def export_to_transformers(self, directory, max_shard_size=5.0):
         """Writes a transformers checkpoint of the bare model (`GPT2Model`,
@@ -327,9 +241,7 @@ class Backbone(keras.Model):
         >>> json.loads((d / "config.json").read_text())["architectures"]
         ['GPT2Model']
         """
-        from backbones.transformers_export import export
-
-        export(self, directory, max_shard_size=max_shard_size)
+        transformers.export(self, directory, max_shard_size=max_shard_size)
 
     # -- LoRA -------------------------------------------------------------
     @property
@@ -355,8 +267,6 @@ class Backbone(keras.Model):
         >>> sorted({w.name for w in m.trainable_weights})
         ['lora_kernel_a', 'lora_kernel_b']
         """
-        from backbones.errors import LoRAError
-
         spec = lora.make_spec(self, rank, alpha, targets)
         if self._lora_spec is not None:
             raise LoRAError(
@@ -416,7 +326,7 @@ class Backbone(keras.Model):
         """
         # `config`: Keras's wrapper of every layer's quantize passes its default
         # int8 config (which quantizes activations too); the mode is what counts.
-        quantize.quantize_backbone(self, mode)
+        quantize_backbone(self, mode)
 
     @property
     def quantized(self):
@@ -465,7 +375,7 @@ class Backbone(keras.Model):
                 loads onto the transformers model (`*ForCausalLM` for decoders,
                 the bare model for BERT) of this backbone, e.g. its
                 `export_to_transformers`. Default: PEFT for a path without a
-                suffix or an existing directory, else ours. See `backbones.peft_adapter`.
+                suffix or an existing directory, else ours. See `backbones.formats.peft`.
 
         Example:
         >>> import backbones, tempfile, pathlib
@@ -476,17 +386,11 @@ class Backbone(keras.Model):
         >>> sorted(p.name for p in d.iterdir())
         ['adapter_config.json', 'adapter_model.safetensors']
         """
-        from pathlib import Path
-
-        from backbones.errors import LoRAError
-
         path = Path(filepath)
         if format is None:
             format = "peft" if path.is_dir() or not path.suffix else "backbone_lab"
         if format == "peft":
-            from backbones import peft_adapter
-
-            peft_adapter.save(self, path)
+            peft.save(self, path)
         elif format == "backbone_lab":
             lora.save(self, path)
         else:
@@ -502,41 +406,8 @@ class Backbone(keras.Model):
         raises `LoRAError`, as does a PEFT adapter we cannot represent
         exactly (DoRA, trained biases, `modules_to_save`).
         """
-        from backbones import peft_adapter
-
-        if peft_adapter.is_peft_directory(filepath):
-            peft_adapter.load(self, filepath)
+        if peft.is_peft_directory(filepath):
+            peft.load(self, filepath)
         else:
             lora.load(self, filepath)
 
-
-def _registered_class(config, directory):
-    name = config.get("class_name")
-    if name not in registry.BACKBONE_CLASSES:
-        raise PresetFormatError(
-            f"{directory}/config.json names class {name!r}, which is not a backbone "
-            f"this package registers ({sorted(registry.BACKBONE_CLASSES)}). Only our "
-            "registered classes are built from presets."
-        )
-    return registry.BACKBONE_CLASSES[name]
-
-
-def check_subclass(cls, target, preset, kwargs=()):
-    """`target` (the preset's class) must be a `cls`, and take every keyword of `kwargs`."""
-    if not issubclass(target, cls):
-        raise PresetClassMismatchError(
-            f"Preset {preset!r} holds a {target.__name__}, which is not a {cls.__name__}. "
-            f"Call {target.__name__}.from_preset or Backbone.from_preset instead."
-        )
-    # Keras's Model swallows unknown keywords: a typo would be ignored silently.
-    accepted = {"name", "trainable", "dtype"} | {
-        p.name for p in inspect.signature(target.__init__).parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        hints = [c for u in unknown for c in registry.closest(u, accepted, n=1)]
-        hint = f" Did you mean {', '.join(map(repr, hints))}?" if hints else ""
-        raise UnknownArgumentError(
-            f"{target.__name__}.from_preset({str(preset)!r}) got unknown keyword argument(s) "
-            f"{unknown}.{hint} {target.__name__} takes {sorted(accepted)}."
-        )

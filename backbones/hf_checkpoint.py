@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from backbones import variables
-from backbones.errors import ConversionError, PresetFormatError
+from backbones.errors import PresetFormatError
+# `assign` lives with the reader interface; family converters import it from here too.
+from backbones.weight_reader import WeightReader, assign  # noqa: F401
 
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
            "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
@@ -31,11 +33,9 @@ def _dtype(name):
     return _DTYPES[name]
 
 
-class HFCheckpoint:
-    """The tensors of a transformers checkpoint directory, by name.
-
-    Tracks which tensors were read, so a converter can check that none is left
-    over (`check_all_used`).
+class HFCheckpoint(WeightReader):
+    """The tensors of a transformers checkpoint directory, by name (a
+    `WeightReader`: `get`, `put`, `check_all_used`).
 
     Example:
     >>> import tempfile, numpy as np, safetensors.numpy
@@ -45,8 +45,11 @@ class HFCheckpoint:
     (2, 3)
     """
 
+    item, container = "tensor", "checkpoint"
+
     def __init__(self, directory):
         self.directory = Path(directory)
+        super().__init__(self.directory)
         index = self.directory / "model.safetensors.index.json"
         if index.exists():
             weight_map = json.loads(index.read_text())["weight_map"]
@@ -62,7 +65,6 @@ class HFCheckpoint:
         self._entries = {}  # name -> (file, dtype, shape, start, end)
         for name in files:
             self._read_header(self.directory / name)
-        self.used = set()
 
     def _read_header(self, path):
         if not path.is_file():
@@ -94,13 +96,8 @@ class HFCheckpoint:
     def shape(self, name):
         return self._entries[name][2]
 
-    def get(self, name):
-        """The tensor `name` as a NumPy array (its own buffer), marked as used."""
-        if name not in self._entries:
-            raise ConversionError(
-                f"Tensor {name!r} is missing from the checkpoint in {self.directory}: "
-                "the checkpoint does not match its config.json."
-            )
+    def _read(self, name):
+        """The tensor `name` as a NumPy array, in its own buffer."""
         path, dtype, shape, start, end = self._entries[name]
         value = variables.aligned_empty(shape, _dtype(dtype))
         with open(path, "rb", buffering=0) as f:
@@ -112,18 +109,7 @@ class HFCheckpoint:
                 f"{path.stat().st_size}. The download or copy was interrupted: delete the file "
                 "(or its Hugging Face cache folder) and download it again."
             )
-        self.used.add(name)
         return value
-
-    def check_all_used(self, ignore=()):
-        """Raises if a tensor was never read (except names ending in `ignore`)."""
-        left = sorted(n for n in self.keys() - self.used if not n.endswith(tuple(ignore)))
-        if left:
-            raise ConversionError(
-                f"The checkpoint in {self.directory} has {len(left)} unexpected tensor(s) "
-                f"that the architecture has no place for, e.g. {left[:5]}. Its config.json "
-                "probably describes another architecture."
-            )
 
 
 def _incomplete(path, size, what):
@@ -144,18 +130,3 @@ def _read_into(f, buffer):
             break
         done += n
     return done
-
-
-def assign(variable, value, name):
-    """Puts a checkpoint tensor into a Keras variable, checking the shape.
-
-    A variable still pending (built inside `variables.deferred_variables()`)
-    is created from `value` itself, without a copy when the dtypes match.
-    """
-    if tuple(variable.shape) != tuple(value.shape):
-        raise ConversionError(
-            f"Checkpoint tensor {name!r} has shape {tuple(value.shape)}, but "
-            f"{variable.path} expects {tuple(variable.shape)}: the checkpoint does not "
-            "match its config.json."
-        )
-    variables.fill(variable, value)

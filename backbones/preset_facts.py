@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from backbones import preset_io, registry
+from backbones import formats, preset_io, registry
 from backbones.errors import PresetFormatError
 from backbones.handles import locate_preset
 
@@ -47,13 +47,11 @@ def read_preset_facts(preset):
         return PresetFacts(None, family=registry.FAMILIES[meta["class_name"]] if meta else None)
     path = Path(directory) / preset_io.CONFIG_FILE
     config = preset_io.read_json(path)
-    fmt = preset_io.config_format(config)
-    family = registry.family_of(config, fmt)
+    fmt = formats.detect(config)
+    family = formats.family_of(config, fmt)
     if family is None:
-        name = config.get("model_type") if fmt == "transformers" else config.get("class_name")
-        supported = sorted({n for f in registry.FAMILIES.values()
-                            for n in {"transformers": f.hf_model_types, "keras_hub": f.keras_hub_classes,
-                                      "ours": (f.class_name,)}[fmt]})
+        name = formats.model_name(config, fmt)
+        supported = sorted({n for f in registry.FAMILIES.values() for n in formats.family_names(f, fmt)})
         raise PresetFormatError(
             f"{path} describes a {fmt.replace('_', '-')} model {name!r}, which no registered "
             f"backbone family loads. Supported: {supported}."

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from backbones.errors import PresetChecksumError, PresetFormatError
+from backbones.version import __version__
 
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
@@ -39,22 +40,6 @@ def read_json(path, what="preset"):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PresetFormatError(f"{path} is not valid JSON ({e}); re-save the {what}.") from e
-
-
-def config_format(config):
-    """The format of a preset directory, decided from its config.json alone:
-    `"transformers"` (a checkpoint: `model_type`), `"keras_hub"` (registered
-    name `keras_hub>...`) or `"ours"`. The one place the format is detected.
-
-    Example:
-    >>> config_format({"model_type": "gpt2"}), config_format({"class_name": "GPT2Backbone"})
-    ('transformers', 'ours')
-    """
-    if "class_name" not in config and "model_type" in config:
-        return "transformers"
-    if str(config.get("registered_name") or "").startswith("keras_hub>"):
-        return "keras_hub"
-    return "ours"
 
 
 def write_json(path, data):
@@ -114,8 +99,6 @@ def weights_files(directory, stem="model"):
 def write_metadata(directory, parameter_count, **extra):
     """Writes metadata.json with the sha256 of every weights file present."""
     import keras
-
-    from backbones import __version__
 
     directory = Path(directory)
     files = [n for stem in ("model", "task") for n in weights_files(directory, stem)]

@@ -1,13 +1,20 @@
-"""Registries that families fill: family facts, backbone classes, built-in presets, converters.
+"""Registries that families and formats fill: family facts, backbone classes,
+built-in presets, converters, preset formats.
 
-Nothing here imports a family or keras. `import backbones` registers every
-family's facts and presets (its keras-free `family.py`); `backbones.load()`
-imports the families' Keras modules, which register their classes and
-converters. Adding a family never edits this file or a central if/elif.
+Nothing here imports a family, a format or keras: this is the bottom of the
+package. `import backbones` registers every family's facts and presets (its
+keras-free `family.py`); `load()` imports the preset formats' and the
+families' Keras modules by name, which register their readers, classes and
+converters. Adding a family or a format never edits this file or a central
+if/elif. Every registry refuses a name registered twice, naming both
+registrants: import order never decides which implementation wins.
 """
 
 import dataclasses
 import difflib
+import importlib
+import os
+import pkgutil
 
 # class name -> `Family`: what is known of a family without building it
 # (the pre-flight check and the loaders read it; the backbone class uses it).
@@ -31,6 +38,49 @@ HF_CONVERTERS = {}
 # `config_from_weights(reader) -> kwargs` and
 # `convert_tokenizer(directory) -> Tokenizer or None`.
 KERAS_HUB_CONVERTERS = {}
+
+# preset format name (`backbones.formats.detect`) -> its reader class
+# (`backbones.formats.base.PresetReader`), registered by its module in
+# `backbones/formats/`.
+PRESET_FORMATS = {}
+
+
+class DuplicateRegistrationError(ValueError):
+    """A name registered twice in one registry (a programming error, not a user's)."""
+
+
+def _describe(obj):
+    if isinstance(obj, Family):
+        return f"the family in {obj.package or '?'}"
+    if isinstance(obj, dict) and "class_name" in obj:
+        return f"a preset of {obj['class_name']}"
+    module = getattr(obj, "__module__", None)
+    return f"{module}.{getattr(obj, '__qualname__', obj)}" if module else repr(obj)
+
+
+def _same_definition(old, new):
+    # The same class statement run again (a module reloaded) is not a second registrant.
+    return (isinstance(old, type) and isinstance(new, type)
+            and (old.__module__, old.__qualname__) == (new.__module__, new.__qualname__))
+
+
+def register(table, name, obj, what):
+    """Puts `obj` in `table` under `name`, refusing a name already taken.
+
+    Example:
+    >>> table = {}
+    >>> register(table, "gpt2", dict, "Hugging Face converter")
+    >>> register(table, "gpt2", list, "Hugging Face converter")
+    Traceback (most recent call last):
+    ...
+    backbones.registry.DuplicateRegistrationError: Hugging Face converter 'gpt2' is registered twice: by builtins.dict and by builtins.list. Rename one, or remove the duplicate registration.
+    """
+    old = table.get(name)
+    if old is not None and old is not obj and not _same_definition(old, obj):
+        raise DuplicateRegistrationError(
+            f"{what} {name!r} is registered twice: by {_describe(old)} and by {_describe(obj)}. "
+            "Rename one, or remove the duplicate registration.")
+    table[name] = obj
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,35 +115,19 @@ class Family:
 
 def register_family(family, package):
     """Registers a family's facts and presets; `package` holds its modules."""
-    if family.class_name in FAMILIES:
-        raise ValueError(f"Backbone family {family.class_name!r} is registered twice.")
-    FAMILIES[family.class_name] = dataclasses.replace(family, package=package)
+    family = dataclasses.replace(family, package=package)
+    if family.class_name in FAMILIES and FAMILIES[family.class_name] == family:
+        return  # the same family.py imported again
+    register(FAMILIES, family.class_name, family, "Backbone family")
     register_presets(family.presets, family.class_name)
-
-
-def family_of(config, fmt):
-    """The `Family` of a preset's config.json in format `fmt` (see
-    `preset_io.config_format`), or None when no family converts it.
-
-    Example:
-    >>> import backbones
-    >>> family_of({"model_type": "gpt2"}, "transformers").class_name
-    'GPT2Backbone'
-    """
-    for family in FAMILIES.values():
-        if ((fmt == "ours" and config.get("class_name") == family.class_name)
-                or (fmt == "transformers" and config.get("model_type") in family.hf_model_types)
-                or (fmt == "keras_hub" and config.get("class_name") in family.keras_hub_classes)):
-            return family
-    return None
 
 
 def register_presets(presets, class_name):
     """Adds a family's built-in presets, tagging each with its class name."""
     for name, meta in presets.items():
-        if name in BACKBONE_PRESETS:
-            raise ValueError(f"Preset name {name!r} is registered twice.")
-        BACKBONE_PRESETS[name] = {**meta, "class_name": class_name}
+        meta = {**meta, "class_name": class_name}
+        if BACKBONE_PRESETS.get(name) != meta:
+            register(BACKBONE_PRESETS, name, meta, "Preset name")
 
 
 def register_converter(model_type):
@@ -108,7 +142,7 @@ def register_converter(model_type):
     """
 
     def wrap(converter):
-        HF_CONVERTERS[model_type] = converter
+        register(HF_CONVERTERS, model_type, converter, "Hugging Face converter for model_type")
         return converter
 
     return wrap
@@ -126,10 +160,54 @@ def register_keras_hub_converter(class_name):
     """
 
     def wrap(converter):
-        KERAS_HUB_CONVERTERS[class_name] = converter
+        register(KERAS_HUB_CONVERTERS, class_name, converter, "keras-hub converter for class")
         return converter
 
     return wrap
+
+
+def register_backbone_class(cls):
+    """Registers a backbone class by its name (`Backbone.__init_subclass__`)."""
+    register(BACKBONE_CLASSES, cls.__name__, cls, "Backbone class")
+
+
+def register_format(name):
+    """Decorator: registers the reader class of preset format `name`
+    (see `backbones.formats`)."""
+
+    def wrap(reader):
+        register(PRESET_FORMATS, name, reader, "Preset format")
+        return reader
+
+    return wrap
+
+
+_loaded = False
+
+
+def load():
+    """Imports the Keras side by name: every preset format's module
+    (`backbones/formats/*.py`) and every family's modules, which register
+    their readers, classes and converters. Idempotent.
+
+    By name, like plug-ins: this module sits below all of them and imports none.
+
+    Example:
+    >>> load()
+    >>> "GPT2Backbone" in BACKBONE_CLASSES and "transformers" in PRESET_FORMATS
+    True
+    """
+    global _loaded
+    if _loaded:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ info logs
+    formats = importlib.import_module("backbones.formats")
+    for module in pkgutil.iter_modules(formats.__path__):
+        importlib.import_module(f"backbones.formats.{module.name}")
+    for family in FAMILIES.values():
+        for module in family.modules:
+            importlib.import_module(f"{family.package}.{module}")
+    _loaded = True
 
 
 def closest(name, candidates, n=3):
@@ -150,10 +228,8 @@ def lazy_classes(module_name, *class_names):
 
     def __getattr__(name):
         if name in class_names:
-            import backbones
-
-            backbones.load()
-            return getattr(backbones, name)
+            load()
+            return BACKBONE_CLASSES[name]
         raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
 
     return __getattr__

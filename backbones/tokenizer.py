@@ -14,8 +14,10 @@ from pathlib import Path
 
 import tokenizers
 
+from backbones import formats
 from backbones.chat_template import ChatTemplateError, render
 from backbones.errors import PresetFormatError
+from backbones.handles import resolve_preset
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -121,11 +123,14 @@ class Tokenizer:
 
     @classmethod
     def from_preset(cls, preset):
-        """Loads the tokenizer of a preset (any handle `Backbone.from_preset` takes)."""
-        from backbones.handles import resolve_preset
-
+        """Loads the tokenizer of a preset (any handle `Backbone.from_preset` takes,
+        in any format it reads: see `backbones.formats`)."""
         directory = resolve_preset(preset)
-        tokenizer = cls.from_directory(directory)
+        if (directory / "config.json").exists():
+            with formats.open_preset(directory) as reader:
+                tokenizer = reader.tokenizer()
+        else:  # a directory of tokenizer files only
+            tokenizer = cls.from_directory(directory)
         if tokenizer is None:
             raise PresetFormatError(
                 f"Preset {preset!r} ({directory}) has no {TOKENIZER_FILE}, or a keras-hub "
@@ -136,20 +141,16 @@ class Tokenizer:
 
     @classmethod
     def from_directory(cls, directory):
-        """The tokenizer in `directory`, or None if it has no tokenizer.json.
+        """The tokenizer in `directory` (a `tokenizers` tokenizer.json, with our
+        or transformers' tokenizer_config.json), or None if it has no tokenizer.json.
 
-        A keras-hub preset's tokenizer.json (a Keras serialized config, with the
-        vocabulary in `assets/tokenizer/`) is converted by the family's
-        keras-hub converter; None if that family has no tokenizer converter yet.
+        Presets in other formats (keras-hub's tokenizer.json is a Keras config):
+        `from_preset`, which reads any format.
         """
         directory = Path(directory)
         path = directory / TOKENIZER_FILE
         if not path.exists():
             return None
-        if _is_keras_hub_file(path):
-            from backbones.keras_hub_preset import convert_tokenizer
-
-            return convert_tokenizer(directory)
         try:
             tokenizer = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust loader raises a bare Exception
@@ -157,18 +158,6 @@ class Tokenizer:
         config_path = directory / TOKENIZER_CONFIG_FILE
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
         return cls(tokenizer, special_tokens_from_config(config, tokenizer), chat_template_from(config, directory))
-
-
-def _is_keras_hub_file(path):
-    """True if `path` is a keras-hub serialized tokenizer config, not a `tokenizers` file."""
-    from backbones.keras_hub_preset import is_keras_hub_config
-
-    if path.stat().st_size > 1_000_000:  # a vocabulary: don't parse a large tokenizer.json twice
-        return False
-    try:
-        return is_keras_hub_config(json.loads(Path(path).read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False  # reported by the `tokenizers` loader
 
 
 def chat_template_from(config, directory):

@@ -41,7 +41,8 @@ import keras
 
 from backbones.errors import PresetFormatError
 from backbones.preset_io import read_json
-from backbones.variables import ArrayView, aligned_empty, fill
+from backbones.variables import ArrayView, aligned_empty
+from backbones.weight_reader import WeightReader
 
 try:  # Keras's own guards against external links, virtual datasets and size bombs.
     from keras.src.saving.saving_lib import safe_get_h5_dataset
@@ -93,12 +94,12 @@ def read_array(dataset):
     return value
 
 
-class StoredWeights(contextlib.AbstractContextManager):
-    """The weights of a preset file, addressed by `layer path/index`.
+class StoredWeights(WeightReader, contextlib.AbstractContextManager):
+    """The weights of a preset file, a `WeightReader` keyed by `layer path/index`.
 
     Use it as a context (it keeps the h5 files open), hand it to
-    `backbones.backbone.weights_to_be_loaded(stored)` while building, then call
-    `load_into(model)`.
+    `backbones.initializers.weights_to_be_loaded(stored)` while building (the
+    initializers then ask `initial_value`), then call `load_into(model)`.
 
     Args:
         weights_path: str or Path. `model.weights.h5` or `model.weights.json`.
@@ -108,6 +109,7 @@ class StoredWeights(contextlib.AbstractContextManager):
         import h5py
 
         self.path = Path(weights_path)
+        super().__init__(self.path)
         files = weight_files(self.path)
         self._files = {}
         layer_names, found = {}, {}
@@ -152,8 +154,13 @@ class StoredWeights(contextlib.AbstractContextManager):
     def __exit__(self, *exc):
         self.close()
 
-    def array(self, key):
-        """The stored numpy array of `key` (bfloat16 stored as Keras does)."""
+    def keys(self):
+        return set(self.datasets)
+
+    def __contains__(self, key):
+        return key in self.datasets
+
+    def _read(self, key):
         return read_array(self._datasets[key])
 
     def initial_value(self, shape, dtype):
@@ -170,7 +177,7 @@ class StoredWeights(contextlib.AbstractContextManager):
         if len(keys) != 1:
             return None
         self._requests[keys[0]] += 1
-        value = self.array(keys[0])
+        value = self.get(keys[0])
         if keras.backend.backend() == "tensorflow" and keras.backend.standardize_dtype(value.dtype) == dtype:
             # TensorFlow copies an ndarray before wrapping it (and copies again
             # when it is not 64-byte aligned); any other object exposing
@@ -208,4 +215,4 @@ class StoredWeights(contextlib.AbstractContextManager):
             )
         for key, variable in variables.items():
             if self._requests[key] != 1:
-                fill(variable, self.array(key))  # also creates a variable built unallocated
+                self.put(variable, key)  # also creates a variable built unallocated

@@ -5,21 +5,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from backbones.common.logits import tied_logits
 from tasks import data, generation, losses, samplers
 from tasks.errors import TaskConfigError, TaskInputError
-from tasks.task import Task, build_preprocessor, sequence_output, task_inputs
+from tasks.task import Task, build_preprocessor, task_inputs
 
 
 class LMHead(keras.layers.Layer):
-    """Float32 logits from hidden states: `backbone.compute_logits` when the
-    family defines it (untied heads, soft-capping), else the tied embedding.
-    Holds no weights of its own, and no tracked reference to the backbone."""
+    """Float32 logits from hidden states: `backbone.compute_logits` (tied to
+    the token embedding unless the family overrides it: untied heads,
+    soft-capping). Holds no weights of its own, and no tracked reference to
+    the backbone."""
 
     def __init__(self, backbone, **kwargs):
         super().__init__(**kwargs)
-        compute = getattr(backbone, "compute_logits", None)
-        self._compute = compute or (lambda hidden: tied_logits(hidden, backbone.token_embedding))
+        self._compute = backbone.compute_logits
         self._vocabulary_size = backbone.token_embedding.input_dim
 
     def call(self, hidden):
@@ -70,8 +69,8 @@ class CausalLM(Task):
     token; the loss is the mean cross-entropy over real tokens only
     (padding has sample weight 0). `compile()` defaults: AdamW, that masked
     loss, token accuracy and perplexity (weighted metrics). The logits come
-    from `backbone.compute_logits(hidden)` when the family has it, else from
-    `hidden @ backbone.token_embedding.embeddings^T` (tied).
+    from `backbone.compute_logits(hidden)` (by default tied:
+    `hidden @ backbone.token_embedding.embeddings^T`).
 
     Args:
         backbone: backbones.Backbone. A decoder (`is_encoder` False); generation
@@ -122,7 +121,7 @@ class CausalLM(Task):
             hidden = PackedDecoder(backbone, dtype=backbone.dtype_policy, name="packed_decoder")(
                 inputs["token_ids"], inputs["padding_mask"], inputs["segment_ids"])
         else:
-            hidden = sequence_output(backbone(inputs))
+            hidden = backbone.sequence_output(backbone(inputs))
         logits = self.lm_head(hidden)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self._generate_functions = {}
@@ -251,7 +250,7 @@ class CausalLM(Task):
         return texts[0] if single else texts
 
     def _generate_function(self, sampler, stop, use_cache, jit_compile):
-        if use_cache and not hasattr(self.backbone, "call_with_cache"):
+        if use_cache and not self.backbone.supports_cache:
             raise TaskConfigError(
                 f"{type(self.backbone).__name__} has no init_cache/call_with_cache, so generation "
                 "cannot use a key/value cache. Pass use_cache=False (one full pass per token)."
@@ -274,7 +273,7 @@ class CausalLM(Task):
         return tuple(int(t) for t in stop_token_ids)
 
     def _check_lengths(self, rows, max_length):
-        limit = getattr(self.backbone, "max_sequence_length", None)
+        limit = self.backbone.max_sequence_length
         if limit is not None and max_length > limit:
             raise TaskInputError(
                 f"max_length={max_length} exceeds the backbone's max_sequence_length={limit} "

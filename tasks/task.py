@@ -8,6 +8,7 @@ import numpy as np
 from backbones import preset_io
 from backbones.backbone import Backbone
 from backbones.errors import PresetClassMismatchError, PresetFormatError
+from backbones.formats.transformers import export
 from backbones.handles import resolve_preset
 from tasks import data, optimizers, task_presets
 from tasks.errors import MissingTokenizerError, TaskConfigError, TaskInputError
@@ -303,14 +304,12 @@ class Task(keras.Model):
         >>> json.loads((d / "config.json").read_text())["architectures"]
         ['GPT2LMHeadModel']
         """
-        from backbones.transformers_export import export
-
         head, layer = self._transformers_head()
         export(self.backbone, directory, head=head, head_layer=layer, max_shard_size=max_shard_size,
                tokenizer=self.preprocessor.tokenizer)
 
     def _transformers_head(self):
-        """(head kind, head layer) for `export_to_transformers`: see `backbones.transformers_export.export`."""
+        """(head kind, head layer) for `export_to_transformers`: see `backbones.formats.transformers.export`."""
         return "base", None
 
     def get_config(self):
@@ -335,7 +334,7 @@ def build_preprocessor(backbone, preprocessor, sequence_length):
                 "that has tokenizer.json, or pass preprocessor=tasks.Preprocessor(tokenizer, ...)."
             )
         return Preprocessor(backbone.tokenizer, sequence_length, is_encoder=backbone.is_encoder)
-    expected = set(backbone.input) if isinstance(backbone.input, dict) else {"token_ids", "padding_mask"}
+    expected = set(backbone.input_names)
     if set(preprocessor.feature_names) != expected:
         raise TaskConfigError(
             f"The preprocessor makes {sorted(preprocessor.feature_names)} but "
@@ -347,13 +346,7 @@ def build_preprocessor(backbone, preprocessor, sequence_length):
 
 def task_inputs(backbone):
     """Symbolic int32 inputs named as the backbone's inputs."""
-    names = list(backbone.input) if isinstance(backbone.input, dict) else ["token_ids", "padding_mask"]
-    return {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in names}
-
-
-def sequence_output(outputs):
-    """Hidden states from a backbone output (encoders may return a dict)."""
-    return outputs["sequence_output"] if isinstance(outputs, dict) else outputs
+    return {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in backbone.input_names}
 
 
 def build_training_state(model, batches):

@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from tasks.errors import LabelError, TaskConfigError, TaskInputError
-from tasks.task import Task, build_preprocessor, sequence_output, task_inputs
+from tasks.task import Task, build_preprocessor, task_inputs
 
 
 class TokenPooling(keras.layers.Layer):
@@ -85,10 +85,9 @@ class TextClassifier(Task):
         # === Functional model ===
         inputs = task_inputs(backbone)
         outputs = backbone(inputs)
-        if backbone.is_encoder and isinstance(outputs, dict) and "pooled_output" in outputs:
-            pooled = outputs["pooled_output"]
-        else:
-            pooled = self.pooling(sequence_output(outputs), padding_mask=inputs["padding_mask"])
+        pooled = backbone.pooled_output(outputs)
+        if pooled is None:
+            pooled = self.pooling(backbone.sequence_output(outputs), padding_mask=inputs["padding_mask"])
         logits = self.output_cast(self.output_dense(self.output_dropout(pooled)))
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
 

@@ -18,6 +18,26 @@ import backbones
 from backbones import lora
 
 
+def bundled_presets(encoder=None):
+    """One bundled (on-disk) tiny preset per registered family, sorted, from
+    the registry: a new family is tested without editing a list. `encoder`:
+    True keeps encoders only, False decoders only.
+
+    Example:
+    >>> "gpt2_tiny_en" in bundled_presets(encoder=False), bundled_presets(encoder=True)
+    (True, ['bert_tiny_random_en'])
+    """
+    presets = []
+    for family in backbones.registry.FAMILIES.values():
+        if encoder is not None and family.is_encoder != encoder:
+            continue
+        bundled = [name for name, meta in family.presets.items() if Path(str(meta["handle"])).is_dir()]
+        assert bundled, (f"Family {family.class_name} has no bundled preset (a preset directory in "
+                         "its folder, see scripts/make_tiny_presets.py): the shared tests need one.")
+        presets.append(bundled[0])
+    return sorted(presets)
+
+
 def hidden(outputs):
     """The sequence output of a backbone (encoders return a dict)."""
     if isinstance(outputs, dict):

@@ -2,7 +2,8 @@
 
 import keras
 
-from backbones.backbone import Backbone, normal_initializer
+from backbones.backbone import Backbone
+from backbones.initializers import normal_initializer
 from backbones.common.dense import Dense
 from backbones.bert.family import FAMILY
 from backbones.bert.layers import BertBlock

@@ -13,7 +13,7 @@ of its tokenizer.json.
 """
 
 from backbones.bert.tokenizer import SPECIAL_TOKENS, wordpiece_from_vocab
-from backbones.keras_hub_preset import layer_name, tokenizer_asset, tokenizer_config
+from backbones.formats.keras_hub import layer_name, tokenizer_asset, tokenizer_config
 from backbones.registry import register_keras_hub_converter
 from backbones.tokenizer import Tokenizer
 

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from backbones.backbone import normal_initializer
+from backbones.initializers import normal_initializer
 from backbones.common.dense import Dense
 from backbones.common.rotary import apply_rotary
 

@@ -4,7 +4,7 @@ attention with rotary positions, RMS norm, gated feed-forward."""
 import keras
 from keras import ops
 
-from backbones.backbone import normal_initializer
+from backbones.initializers import normal_initializer
 from backbones.common.dense import Dense
 from backbones.common.attention import GroupedQueryAttention, decoder_attention_mask, packed_attention_mask
 from backbones.common.rms_norm import RMSNormalization

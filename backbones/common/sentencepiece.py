@@ -23,6 +23,7 @@ one user-defined piece gets no dummy prefix; decoding an unknown id gives its
 piece (`<unk>`, or nothing with skip_special_tokens) instead of " ⁇ ".
 """
 
+import json
 import re
 import struct
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers
 
 from backbones.errors import PresetFormatError
+from backbones.tokenizer import TOKENIZER_CONFIG_FILE, Tokenizer, special_tokens_from_config
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 UNIGRAM, BPE = 1, 2
@@ -294,8 +296,6 @@ def tokenizer_from_spm(path, special_tokens=None):
     >>> tok.special_tokens["eos"]
     '</s>'
     """
-    from backbones.tokenizer import Tokenizer
-
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -320,13 +320,9 @@ def convert_spm_tokenizer(directory):
     """The tokenizer of a transformers checkpoint directory from its `tokenizer.model`,
     or None if it has none. Roles: the trainer spec's, then tokenizer_config.json's.
 
-    Used by checkpoint conversion (`backbones.convert.checkpoint_tokenizer`)
+    Used by checkpoint conversion (`backbones.formats.transformers.checkpoint_tokenizer`)
     when there is no tokenizer.json (Llama 2, Mistral, Gemma).
     """
-    import json
-
-    from backbones.tokenizer import TOKENIZER_CONFIG_FILE, special_tokens_from_config
-
     directory = Path(directory)
     if not (directory / SPM_FILE).exists():
         return None

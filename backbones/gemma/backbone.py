@@ -4,7 +4,8 @@ import math
 
 import keras
 
-from backbones.backbone import Backbone, normal_initializer
+from backbones.backbone import Backbone
+from backbones.initializers import normal_initializer
 from backbones.common.attention import DecoderMask
 from backbones.common.decoder import GatedDecoderBlock, decode_packed, decode_with_cache, init_decoder_cache
 from backbones.common.logits import tied_logits

@@ -14,7 +14,7 @@ with keras-hub's roles `<bos>`, `<eos>`, `<pad>`.
 
 from backbones.common.sentencepiece import tokenizer_from_spm
 from backbones.errors import ConversionError
-from backbones.keras_hub_preset import layer_name, tokenizer_asset
+from backbones.formats.keras_hub import layer_name, tokenizer_asset, var
 from backbones.registry import register_keras_hub_converter
 
 # Options that keras-hub's GemmaBackbone uses for Gemma 2 / 3; value of Gemma v1.
@@ -47,8 +47,8 @@ class GemmaKerasHubConverter:
             reader.put_layer(block.attention_norm, f"{name}/pre_attention_norm")
             for ours, theirs in ((attn.query, "query_dense"), (attn.key, "key_dense"), (attn.value, "value_dense")):
                 # (heads, hidden, head_dim) -> (hidden, heads * head_dim)
-                kernel = reader.get(f"{name}/attention/{theirs}", 0).transpose(1, 0, 2)
-                reader.assign(ours.kernel, kernel.reshape(kernel.shape[0], -1), f"{name}/attention/{theirs}", 0)
+                reader.put(ours.kernel, var(f"{name}/attention/{theirs}"),
+                           lambda k: k.transpose(1, 0, 2).reshape(k.shape[1], -1))
             reader.put_layer(attn.attention_output, f"{name}/attention/output_dense", merge_heads=True)
             reader.put_layer(block.ffn_norm, f"{name}/pre_ffw_norm")
             reader.put_layer(block.ffn_gate, f"{name}/gating_ffw")

@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
-from backbones.backbone import Backbone, normal_initializer
+from backbones.backbone import Backbone
 from backbones.common.attention import packed_attention_mask
+from backbones.initializers import normal_initializer
 from backbones.common.logits import tied_logits
 from backbones.gpt2.family import FAMILY
 from backbones.gpt2.layers import CausalMask, GPT2Block, PositionEmbedding, causal_attention_mask

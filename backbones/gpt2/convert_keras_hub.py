@@ -11,7 +11,7 @@ byte-level BPE from `assets/tokenizer/vocabulary.json` + `merges.txt`.
 """
 
 from backbones.gpt2.tokenizer import END_OF_TEXT, byte_level_bpe
-from backbones.keras_hub_preset import layer_name, tokenizer_asset, tokenizer_config
+from backbones.formats.keras_hub import layer_name, tokenizer_asset, tokenizer_config
 from backbones.registry import register_keras_hub_converter
 from backbones.tokenizer import Tokenizer
 

@@ -2,7 +2,8 @@
 
 import keras
 
-from backbones.backbone import Backbone, normal_initializer
+from backbones.backbone import Backbone
+from backbones.initializers import normal_initializer
 from backbones.common.dense import Dense
 from backbones.common.attention import DecoderMask
 from backbones.common.decoder import GatedDecoderBlock, decode_packed, decode_with_cache, init_decoder_cache

@@ -27,7 +27,7 @@ here, characters in keras-hub (see `backbones/common/sentencepiece.py`). Special
 from backbones.common.sentencepiece import tokenizer_from_spm
 from backbones.errors import ConversionError, PresetFormatError
 from backbones.gpt2.convert_keras_hub import keras_hub_byte_level_bpe
-from backbones.keras_hub_preset import layer_name, tokenizer_asset, tokenizer_config
+from backbones.formats.keras_hub import layer_name, tokenizer_asset, tokenizer_config, var
 from backbones.registry import register_keras_hub_converter
 from backbones.tokenizer import Tokenizer
 
@@ -67,13 +67,13 @@ class LlamaKerasHubConverter:
     @staticmethod
     def config_from_weights(reader):
         # Untied presets store the output embedding as vars/1; tied ones do not.
-        return {"tie_word_embeddings": not reader.has("reversible_embedding", 1)}
+        return {"tie_word_embeddings": var("reversible_embedding", 1) not in reader}
 
     @staticmethod
     def convert_weights(backbone, reader, config):
-        reader.put(backbone.token_embedding.embeddings, "reversible_embedding", 0)
+        reader.put(backbone.token_embedding.embeddings, var("reversible_embedding", 0))
         if backbone.output_embedding is not None:
-            reader.put(backbone.output_embedding.kernel, "reversible_embedding", 1)
+            reader.put(backbone.output_embedding.kernel, var("reversible_embedding", 1))
         for i, block in enumerate(backbone.transformer_layers):
             name, attn = layer_name("llama_transformer_decoder", i), block.self_attention
             reader.put_layer(block.attention_norm, f"{name}/_self_attention_layernorm")

@@ -10,7 +10,7 @@ import backbones
 from backbones import Backbone, GPT2Backbone, preset_io
 from backbones.errors import (PresetChecksumError, PresetClassMismatchError, PresetDownloadError,
                               PresetFormatError, PresetNotFoundError)
-from tests.helpers import make_hf_cache, make_kaggle_cache
+from tests.helpers import bundled_presets, make_hf_cache, make_kaggle_cache
 
 X = {"token_ids": np.array([[5, 6, 7, 8]]), "padding_mask": np.array([[1, 1, 1, 1]])}
 
@@ -60,7 +60,7 @@ def test_weights_built_as_zeros_are_all_loaded(tiny_dir):
                (fresh.token_embedding.embeddings, fresh.transformer_layers[0].self_attention.query.kernel))
 
 
-TINY_PRESETS = ["gpt2_tiny_en", "llama_tiny_en", "gemma_tiny_en", "bert_tiny_random_en"]
+TINY_PRESETS = bundled_presets()  # one per registered family
 
 
 @pytest.mark.parametrize("name", TINY_PRESETS)

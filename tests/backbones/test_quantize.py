@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 import tasks
-from backbones import Backbone, QuantizationError, registry
+from backbones import Backbone, QuantizationError
 from backbones import quantize
 from backbones.common.logits import tied_logits
 from backbones.quantize import quantize_layer
+from tests.helpers import bundled_presets
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY = sorted({meta["class_name"]: name for name, meta in registry.BACKBONE_PRESETS.items()
-               if Path(str(meta["handle"])).is_dir()}.values())
+TINY = bundled_presets()  # one per registered family
 TEXTS = ["a good film", "a bad film", "great fun", "dull and slow"] * 4
 LABELS = np.array([1, 0, 1, 0] * 4)
 

@@ -1,17 +1,15 @@
 """Activation rematerialisation: same losses and gradients as without it."""
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from backbones import Backbone, registry
+from backbones import Backbone
+from tests.helpers import bundled_presets
 
-# One bundled tiny preset per registered backbone class (Mistral and Qwen2 are LlamaBackbone).
-TINY = sorted({meta["class_name"]: name for name, meta in registry.BACKBONE_PRESETS.items()
-               if Path(str(meta["handle"])).is_dir()}.values())
+# One bundled tiny preset per registered family (Mistral and Qwen2 are LlamaBackbone).
+TINY = bundled_presets()
 
 
 def _losses_and_gradients(preset, remat, jit_compile, lora):

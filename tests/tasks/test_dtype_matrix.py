@@ -16,8 +16,6 @@ Optimizers are built as train.py builds them (`lab.training.build_optimizer`
 from an `optimizer` config node), and `"auto"` is `compile()`'s default.
 """
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ import backbones
 import tasks
 from backbones.registry import BACKBONE_CLASSES, BACKBONE_PRESETS
 from lab.training import build_optimizer
+from tests.helpers import bundled_presets
 from tests.tasks.toy_data import corpus, sentiment
 
 DTYPES = ["float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16"]
@@ -43,17 +42,6 @@ OPTIMIZERS = {
     "auto": None,  # compile()'s default AdamW, learning rate raised after compile
 }
 OPTIMIZER_NAMES = list(OPTIMIZERS)
-
-
-def bundled_presets():
-    """One bundled (on-disk) preset per registered family, e.g. gpt2_tiny_en."""
-    found = {}
-    for name, meta in BACKBONE_PRESETS.items():
-        if Path(str(meta.get("handle", ""))).is_dir():
-            found.setdefault(meta["class_name"], name)
-    families = {name for name, cls in BACKBONE_CLASSES.items() if cls.__module__.startswith("backbones.")}
-    assert families <= set(found), f"a family without a bundled preset: {families - set(found)}"  # not test fakes
-    return sorted(found[f] for f in families)
 
 
 def train_steps(preset, dtype, task, lora, optimizer, eager):

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 import tasks
+from tests.helpers import bundled_presets
 from tests.tasks.test_causal_lm import reference_greedy
 
-DECODERS = ["gpt2_tiny_en", "llama_tiny_en", "gemma_tiny_en"]
+DECODERS = bundled_presets(encoder=False)  # every registered decoder family
 
 
 @pytest.mark.parametrize("preset", DECODERS)

@@ -124,7 +124,7 @@ def test_matches_transformers(name, tmp_path, monkeypatch):
 
 
 def test_gemma_and_mistral_checkpoints_read_tokenizer_model(tmp_path):
-    from backbones.convert import checkpoint_tokenizer
+    from backbones.formats.transformers import checkpoint_tokenizer
     from backbones.registry import HF_CONVERTERS
 
     (tmp_path / "tokenizer.model").write_bytes(train(**MODELS["bpe_gemma"]))

@@ -1,7 +1,11 @@
-"""Writing a backbone (and a task's head) as a transformers checkpoint.
+"""transformers checkpoints: `config.json` with `model_type`, safetensors
+weights (`HFCheckpoint`), tokenizer files.
 
-`config.json` (the family converter's `export_config`, the inverse of its
-`convert_config`), `model.safetensors` (or shards plus
+Read: converted on load by the family converter registered for the
+`model_type` (`registry.register_converter`).
+
+Write (`export`): `config.json` (the family converter's `export_config`, the
+inverse of its `convert_config`), `model.safetensors` (or shards plus
 `model.safetensors.index.json`) from the family's weight table, and the
 tokenizer as transformers reads it (`tokenizer.json`,
 `tokenizer_config.json`, `special_tokens_map.json`). LoRA layers export
@@ -14,15 +18,87 @@ from pathlib import Path
 
 import numpy as np
 
-from backbones import preset_io, registry, weight_table
-from backbones.errors import ConversionError, QuantizationError
-from backbones.tokenizer import ROLES
+from backbones import formats, preset_io, registry, weight_table
+from backbones.common.sentencepiece import convert_spm_tokenizer
+from backbones.errors import ConversionError, PresetFormatError, QuantizationError
+from backbones.formats.base import PresetReader, built_to_be_filled
+from backbones.hf_checkpoint import HFCheckpoint
+from backbones.tokenizer import ROLES, Tokenizer
 
 _SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 INDEX_FILE = "model.safetensors.index.json"
 
 
-def converter_for(backbone):
+def converter_for(hf_config, directory):
+    """The converter registered for `hf_config["model_type"]`, or a clear error."""
+    model_type = hf_config["model_type"]
+    converter = registry.HF_CONVERTERS.get(model_type)
+    if converter is None:
+        raise PresetFormatError(
+            f"{directory}/config.json is a transformers checkpoint of model_type "
+            f"{model_type!r}, which we cannot convert. Supported: "
+            f"{sorted(registry.HF_CONVERTERS)}."
+        )
+    return converter
+
+
+@registry.register_format(formats.TRANSFORMERS)
+class TransformersCheckpoint(PresetReader):
+    """A transformers checkpoint directory (see `backbones.formats.base.PresetReader`).
+
+    The converter maps the config to constructor arguments and every tensor
+    to a variable; tensors left over are an error.
+    """
+
+    name = formats.TRANSFORMERS
+
+    def __init__(self, directory, config):
+        super().__init__(directory, config)
+        self.converter = converter_for(config, directory)
+
+    def backbone_class(self):
+        return registry.BACKBONE_CLASSES[self.converter.backbone_class]
+
+    def backbone_kwargs(self, load_weights=True):
+        return self.converter.convert_config(self.config)
+
+    def build(self, target, kwargs):
+        reader = HFCheckpoint(self.directory)
+        # Built unallocated; each variable is then created from its converted
+        # tensor (backbones/variables.py): the weights are held once.
+        with built_to_be_filled(lambda: target(**kwargs)) as backbone:
+            self.converter.convert_weights(backbone, reader, self.config)
+        reader.check_all_used(ignore=getattr(self.converter, "ignored_tensors", ()))
+        return backbone
+
+    def tokenizer(self):
+        return checkpoint_tokenizer(self.converter, self.directory)
+
+
+def checkpoint_tokenizer(converter, directory):
+    """The tokenizer of a transformers checkpoint directory, or None.
+
+    `tokenizer.json` when present; else the family converter's own files
+    (`convert_tokenizer`: GPT-2's vocab.json + merges.txt, BERT's vocab.txt);
+    else a SentencePiece `tokenizer.model` (Llama 2, Mistral, Gemma, any family).
+    """
+    tokenizer = Tokenizer.from_directory(directory)
+    if tokenizer is None and hasattr(converter, "convert_tokenizer"):
+        tokenizer = converter.convert_tokenizer(directory)
+    if tokenizer is None:
+        tokenizer = convert_spm_tokenizer(directory)
+    if tokenizer is not None:
+        # Roles that the transformers tokenizer class implies by default, which
+        # many tokenizer_config.json files omit (BERT's [CLS], [SEP], ...).
+        for role, token in getattr(converter, "default_special_tokens", {}).items():
+            if role not in tokenizer.special_tokens and tokenizer.token_to_id(token) is not None:
+                tokenizer.special_tokens[role] = token
+    return tokenizer
+
+
+# -- write ---------------------------------------------------------------
+
+def exporter_for(backbone):
     """The registered converter (and its model_type) that writes `backbone`'s class."""
     name = type(backbone).__name__
     for model_type, converter in registry.HF_CONVERTERS.items():
@@ -57,7 +133,7 @@ def export(backbone, directory, head="base", head_layer=None, max_shard_size=5.0
         raise QuantizationError(
             f"This {type(backbone).__name__} is quantized (int8): it cannot be exported. Load the "
             "unquantized base, load_lora_weights(adapter) into it and export that.")
-    model_type, converter = converter_for(backbone)
+    model_type, converter = exporter_for(backbone)
     architectures = converter.architectures
     if head not in architectures:
         raise ConversionError(

@@ -40,9 +40,9 @@ def is_peft_directory(path):
 
 def _modules(backbone):
     """(converter, {module name: table entry}) of every projection PEFT can adapt."""
-    from backbones.transformers_export import converter_for
+    from backbones.formats.transformers import exporter_for
 
-    _, converter = converter_for(backbone)
+    _, converter = exporter_for(backbone)
     modules = {e.name[: -len(".weight")]: e for e in converter.weight_table(backbone)
                if e.layout.kind and e.name.endswith(".weight")}
     return converter, modules
