@@ -144,7 +144,7 @@ def pinned_handle(preset, directory):
 
 
 # -- saving ----------------------------------------------------------------
-def save_run_model(task, base, save, directory):
+def save_run_model(task, base, save, directory, exports=()):
     """Writes the run's model into `directory`: `model/` (base record, adapter,
     head) and/or `preset/` (the whole task preset), per `save` and `base`.
 
@@ -154,8 +154,10 @@ def save_run_model(task, base, save, directory):
             preset is saved whatever `save` says, once).
         save: str. `adapter`, `merged`, `both` or `none`.
         directory: str or Path. Where `model/` and `preset/` go.
+        exports: list of str. Also `transformers/` (`task.export_to_transformers`, LoRA merged) and/or
+            `peft/` (the adapter in PEFT's format), per `tracking.export`.
 
-    Returns: dict. Saved part name (`model`, `preset`) -> its path.
+    Returns: dict. Saved part name (`model`, `preset`, `transformers`, `peft`) -> its path.
     """
     directory = Path(directory)
     saved = {}
@@ -172,6 +174,12 @@ def save_run_model(task, base, save, directory):
     if base is None or save in ("merged", "both"):
         task.save_to_preset(directory / PRESET_DIR)
         saved[PRESET_DIR] = directory / PRESET_DIR
+    if "transformers" in exports:
+        task.export_to_transformers(directory / "transformers")
+        saved["transformers"] = directory / "transformers"
+    if "peft" in exports:
+        task.backbone.save_lora_weights(directory / "peft", format="peft")
+        saved["peft"] = directory / "peft"
     return saved
 
 

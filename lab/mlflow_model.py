@@ -85,7 +85,8 @@ def log_model(task, base, cfg, label_names=None, examples=()):
     try:
         with tempfile.TemporaryDirectory(prefix="run-model-") as tmp:
             directory = local if local is not None else Path(tmp)
-            saved = artifacts.save_run_model(task, base, cfg.tracking.save, directory)
+            saved = artifacts.save_run_model(task, base, cfg.tracking.save, directory,
+                                                cfg.tracking.export)
             _write_pyfunc_files(task, directory, logged, run.info.run_id, label_names, list(examples)[:2])
             if local is None:  # a remote artifact store: upload, then the temporary copy goes
                 client.log_model_artifacts(logged.model_id, str(directory))

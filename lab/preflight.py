@@ -53,6 +53,7 @@ def check(cfg, output_dir=None):
                 if facts.format else "not cached yet: downloaded and checked when the run starts")]
     if family is not None:
         task_fits(cfg.task, family, cfg.backbone.preset)
+        export_fits(cfg.tracking, cfg.task, family)
         lora_fits(cfg.lora, family)
     if facts.max_positions and cfg.trainer.sequence_length > facts.max_positions:
         raise ConfigError(
@@ -82,6 +83,18 @@ def task_fits(task_cfg, family, preset_name):
             f"task=causal_lm needs a decoder, but backbone.preset={preset_name!r} is a "
             f"{family.class_name}, a bidirectional encoder: it cannot predict the next token. "
             "Use task=classifier with it, or a decoder preset (GPT-2, Llama, Gemma) for causal_lm.")
+
+
+def export_fits(tracking_cfg, task_cfg, family):
+    """transformers' decoder classification heads (`score`) have no bias: a decoder
+    classifier exports only without one, so say it now rather than after training."""
+    if ("transformers" in tracking_cfg.export and task_cfg.name == "classifier" and not family.is_encoder
+            and task_cfg.head_bias):
+        raise ConfigError(
+            f"tracking.export=[transformers] of a {family.class_name} classifier: transformers' "
+            "*ForSequenceClassification head of a decoder has no bias, so a trained bias could not be carried. "
+            "Add task.head_bias=false (a head without bias, as transformers has), or drop transformers from "
+            "tracking.export.")
 
 
 def lora_fits(lora_cfg, family):

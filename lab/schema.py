@@ -38,6 +38,9 @@ class TaskConfig:
     name: str = "classifier"  # classifier | causal_lm
     num_classes: Optional[int] = None
     dropout: float = 0.1
+    # A bias in the classifier's logits layer. false: what transformers' decoder *ForSequenceClassification
+    # heads have (`score`, no bias), needed for tracking.export=[transformers] of a decoder classifier.
+    head_bias: bool = True
     metric: str = "val_accuracy"  # what train.py returns and sweeps optimise
     metric_mode: str = "max"  # max | min
 
@@ -122,6 +125,9 @@ class TrackingConfig:
     reproduce_of: Optional[str] = None  # set by scripts/reproduce.py
     register: Optional[str] = None  # registered model name: a run registers its model, a sweep its best job's
     alias: Optional[str] = None  # alias of that version, e.g. champion (needs register)
+    # Also written with the run's model: transformers (a transformers checkpoint, LoRA merged) and/or
+    # peft (the adapter in PEFT's format; LoRA runs).
+    export: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -139,6 +145,8 @@ class TrainConfig:
 def register():
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
+
+EXPORT_FORMATS = ("transformers", "peft")  # tracking.export
 
 CHOICES = {
     "task.name": ("classifier", "causal_lm"),
@@ -199,6 +207,7 @@ def validate(cfg):
             "(the merged preset), both, or none (no model; what log_preset=false did). Remove "
             "tracking.log_preset from the command or config and set tracking.save instead.")
     _check_registry(cfg.tracking)
+    _check_export(cfg)
     if cfg.backbone.quantize:
         if cfg.lora.rank is None and cfg.backbone.trainable:
             raise ConfigError(f"backbone.quantize={cfg.backbone.quantize}: int8 weights cannot train. Set "
@@ -245,6 +254,17 @@ def _check_registry(tracking_cfg):
     if not re.fullmatch(r"[\w\-]{1,255}", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
         raise ConfigError(f"tracking.alias={alias!r} is not a valid alias: use letters, digits, '_' and '-' "
                           "(not 'latest' or 'v<number>', which MLflow reserves), e.g. tracking.alias=champion.")
+
+
+def _check_export(cfg):
+    """`tracking.export`: known formats; PEFT's needs LoRA."""
+    unknown = [f for f in cfg.tracking.export if f not in EXPORT_FORMATS]
+    if unknown:
+        raise ConfigError(f"tracking.export has {unknown}: choose from {list(EXPORT_FORMATS)}, "
+                          "e.g. tracking.export=[transformers,peft].")
+    if "peft" in cfg.tracking.export and cfg.lora.rank is None:
+        raise ConfigError("tracking.export has peft, an adapter format, but lora.rank is null: this run trains "
+                          "no adapter. Set lora.rank=R, or export the whole model with tracking.export=[transformers].")
 
 
 def _distribution_fits(trainer):

@@ -10,7 +10,7 @@ def build_task(cfg, backbone, sequence_length, packing=False):
     """The Task of the `task` config node on `backbone` (`packing`: `data.packing`)."""
     if cfg.name == "classifier":
         return tasks.TextClassifier(backbone, num_classes=cfg.num_classes, sequence_length=sequence_length,
-                                    dropout=cfg.dropout)
+                                    dropout=cfg.dropout, head_bias=cfg.head_bias)
     return tasks.CausalLM(backbone, sequence_length=sequence_length, packing=packing)
 
 

@@ -126,3 +126,16 @@ def test_hf_cache_blob_names_are_used_as_checksums(tmp_path):
     assert sorted(files) == ["config.json", "model.safetensors"]
     assert files["model.safetensors"] == {"sha256": blob.name, "bytes": len(data), "from": "hf-cache-blob"}
     assert files["config.json"]["sha256"] == hashlib.sha256(b"{}").hexdigest()
+
+
+def test_peft_export_beside_the_adapter_loads_back_to_the_same_backbone(tmp_path):
+    """`tracking.export=[peft]`: `peft/` is the run's adapter in PEFT's format; read back onto the
+    base, it gives the trained backbone's hidden states."""
+    task, base = trained_lora_task(tasks.CausalLM)
+    saved = artifacts.save_run_model(task, base, "adapter", tmp_path, exports=["peft"])
+    assert sorted(saved) == ["model", "peft"]
+    assert sorted(p.name for p in saved["peft"].iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    fresh = backbones.Backbone.from_preset("gpt2_tiny_en")
+    fresh.load_lora_weights(saved["peft"])
+    x = task.preprocessor(TEXTS)
+    np.testing.assert_allclose(fresh(x), task.backbone(x), atol=1e-5)

@@ -34,7 +34,7 @@ def store(tmp_path_factory):
     train(tmp, "-m", *FAST, "lora.rank=null,2", "trainer.checkpoint=false", "tracking.register=clf",
           "tracking.alias=champion")
     train(tmp, "-m", *FAST, "task=causal_lm", "data=sentiment_text", "lora.rank=null,2", "trainer.checkpoint=false",
-          "tracking.experiment=lm")
+          "tracking.experiment=lm", "tracking.export=[transformers]")
     import mlflow
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -84,6 +84,28 @@ def test_each_run_logs_one_logged_model_with_params_metrics_and_no_second_copy(s
         assert not [p for p in run_dir.rglob("*") if p.suffix in (".h5", ".safetensors")]  # written once
     weights = list(tmp.rglob("model.weights.h5"))
     assert len(weights) == 2 and all("preset" in w.parts for w in weights)  # only the full fine-tunes' presets
+
+
+def test_tracking_export_writes_a_transformers_checkpoint_with_the_model(store):
+    """`tracking.export=[transformers]`: beside the model, a checkpoint transformers loads (LoRA merged)
+    and whose logits are the run's model's."""
+    import torch
+    import transformers
+
+    tmp, uri, client, runs = store
+    for key in ("lm_None", "lm_2"):
+        run = runs[key]
+        (output,) = run.outputs.model_outputs
+        directory = artifacts.local_artifact_dir(client.get_logged_model(output.model_id).artifact_location)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(directory / "transformers").eval()
+        task = rebuilt(uri, run.info.run_id)
+        x = task.preprocessor(TEXTS)
+        with torch.no_grad():
+            theirs = hf(input_ids=torch.tensor(np.asarray(x["token_ids"]), dtype=torch.long),
+                        attention_mask=torch.tensor(np.asarray(x["padding_mask"]), dtype=torch.long)).logits.numpy()
+        ours = np.asarray(task.predict(x, verbose=0))
+        mask = np.asarray(x["padding_mask"]).astype(bool)
+        np.testing.assert_allclose(theirs[mask], ours[mask], atol=1e-4)
 
 
 def test_pyfunc_loads_in_a_fresh_process_with_the_same_predictions(store):

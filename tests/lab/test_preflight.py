@@ -70,6 +70,10 @@ CASES = {
     "tracking server unreachable": (["tracking=server", "tracking.uri=http://127.0.0.1:{port}"],
                                     ["does not answer", "tracking=local"]),
     "bad value": (["lora.rank=0"], ["lora.rank=0 must be positive"]),
+    "decoder classifier export with a head bias": (["tracking.export=[transformers]"],
+                                                   ["task.head_bias=false", "GPT2Backbone"]),
+    "peft export without lora": (["tracking.export=[peft]"], ["tracking.export has peft", "lora.rank=R"]),
+    "unknown export format": (["tracking.export=[onnx]"], ["tracking.export has ['onnx']", "transformers"]),
 }
 
 
