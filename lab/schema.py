@@ -91,6 +91,12 @@ class TrackingConfig:
     save: str = "adapter"
     log_preset: Optional[bool] = None  # replaced by `save`: set, it fails with a message saying how
     reproduce_of: Optional[str] = None  # set by scripts/reproduce.py
+    # CPU, memory, disk, network as system/* metrics every N seconds (null: off). MLflow's default
+    # is 10 s; 5 gives a debug run of half a minute a few points, a day-long run 17k per metric.
+    system_metrics_interval: Optional[float] = 5.0
+    # A server that stops answering mid-run: training goes on, metrics are kept; at the end the run
+    # waits this many seconds for it to come back before naming the file that holds what is unsent.
+    reconnect_timeout: int = 300
 
 
 @dataclass
@@ -134,7 +140,7 @@ def validate(cfg):
                 "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
                 "optimizer.learning_rate": cfg.optimizer.learning_rate}
     for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
-                "data.max_train_samples", "data.max_validation_samples"):
+                "data.max_train_samples", "data.max_validation_samples", "tracking.system_metrics_interval"):
         if OmegaConf.select(cfg, key) is not None:
             positive[key] = OmegaConf.select(cfg, key)
     for key, value in positive.items():
