@@ -402,7 +402,7 @@ def log_datasets(data_cfg, train_split, val_split):
             warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer")
             dataset = mlflow.data.from_pandas(pd.DataFrame(frame), source=source, name=name,
                                               targets="label" if split.labels is not None else None)
-        mlflow.log_input(dataset, context=context)
+            mlflow.log_input(dataset, context=context)
     if train_split.label_names:
         mlflow.log_dict({"label_names": train_split.label_names}, "labels.json")
 
@@ -417,7 +417,7 @@ def dataset_source(data_cfg, context):
         from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 
         split = data_cfg.split if context == "training" else (data_cfg.validation_split_name or data_cfg.split)
-        return HuggingFaceDatasetSource(path=data_cfg.name, split=split), f"{data_cfg.name}[{split}]"
+        return HuggingFaceDatasetSource(path=data_cfg.name, split=split), f"{data_cfg.name}[{context}]"
     paths = [path for _, path in data.files(data_cfg)]
     path = paths[1] if context == "validation" and len(paths) > 1 else paths[0]
     return str(path.absolute()), f"{path.stem}[{context}]"

@@ -190,3 +190,38 @@ def test_replay_sends_a_journal_to_a_real_store(tmp_path):
     assert result.returncode == 0, result.stderr
     assert [m.step for m in client(tmp_path).get_metric_history(run.info.run_id, "loss")] == [3, 4]
     assert not (tmp_path / "j.jsonl").exists()
+
+
+def test_datasets_are_logged_with_source_digest_schema_and_rows(tmp_path):
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from lab.data import Split
+    from lab.schema import DataConfig
+
+    (tmp_path / "train.csv").write_text("text,label\na,0\n")
+    (tmp_path / "val.csv").write_text("text,label\nb,1\n")
+    train_split = Split(["a", "b", "c"], np.array([0, 1, 0], "int32"), ["neg", "pos"])
+    val_split = Split(["d"], np.array([1], "int32"), ["neg", "pos"])
+    local = OmegaConf.merge(OmegaConf.structured(DataConfig), {"source": "local", "path": str(tmp_path / "train.csv"),
+                                                                "validation_path": str(tmp_path / "val.csv")})
+    hub = OmegaConf.merge(OmegaConf.structured(DataConfig), {"source": "huggingface", "name": "someone/reviews",
+                                                              "split": "train", "validation_split_name": "test"})
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = {}
+    try:
+        for data_cfg in (local, hub):
+            with mlflow.start_run(experiment_id=mlflow.create_experiment(data_cfg.source)) as run:
+                tracking.log_datasets(data_cfg, train_split, val_split)
+            logged[data_cfg.source] = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    finally:
+        mlflow.set_tracking_uri(None)
+    sources = {d.tags[0].value: json.loads(d.dataset.source) for d in logged["local"]}
+    assert sources == {"training": {"uri": str(tmp_path / "train.csv")}, "validation": {"uri": str(tmp_path / "val.csv")}}
+    for inputs in logged.values():
+        (train_input,) = [d.dataset for d in inputs if d.tags[0].value == "training"]
+        assert json.loads(train_input.profile)["num_rows"] == 3 and len(train_input.digest) == 8
+        assert [c["name"] for c in json.loads(train_input.schema)["mlflow_colspec"]] == ["text", "label"]
+    hub_sources = {d.tags[0].value: (d.dataset.name, json.loads(d.dataset.source)) for d in logged["huggingface"]}
+    assert hub_sources["validation"][0] == "someone/reviews[validation]"
+    assert (hub_sources["validation"][1]["path"], hub_sources["validation"][1]["split"]) == ("someone/reviews", "test")

@@ -56,6 +56,12 @@ def test_default_run_logs_everything_and_artifacts_load_back(tmp_path):
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     assert params["backbone.preset"] == "gpt2_tiny_en" and params["lora.rank"] == "4"
     assert int(params["params.trainable"]) < int(params["params.total"])
+    assert 0 < int(params["params.lora"]) < int(params["params.trainable"]) and params["model.dtype_policy"] == "float32"
+    rows = {d.dataset.name: json.loads(d.dataset.profile)["num_rows"] for d in run.inputs.dataset_inputs}
+    assert rows == {"sentiment[training]": 64, "sentiment[validation]": 32}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+            "system/process_rss_megabytes"} <= set(metrics)
+    assert tags["process.pid"].isdigit() and tags["process.host"]
     assert tags["config.backbone"] == "gpt2_tiny" and "lora.rank=4" in tags["overrides"]
     assert "train.py" in tags["command"] and tags["version.keras"] and tags["git.dirty"] in ("true", "false")
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "final_val_accuracy",
