@@ -118,11 +118,11 @@ def run(tracking_cfg, run_id=None, parent_run_id=None, job_num=None, checkpoint_
         _metric_log = MetricLog(client, run_id, Path.cwd().absolute() / ".mlflow-unsent" / f"{run_id}.jsonl")
         _reconnect_timeout = tracking_cfg.reconnect_timeout
         system = None
-        if tracking_cfg.system_metrics_interval:
-            first = len(client.get_metric_history(run_id, "system/cpu_utilization_percentage")) if resumed else 0
-            system = SystemMetrics(_metric_log, tracking_cfg.system_metrics_interval, first)
         previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
         try:
+            if tracking_cfg.system_metrics_interval:
+                first = len(client.get_metric_history(run_id, "system/cpu_utilization_percentage")) if resumed else 0
+                system = SystemMetrics(_metric_log, tracking_cfg.system_metrics_interval, first)
             yield active
         except KeyboardInterrupt as e:
             _finish(system, tracking_cfg, "KILLED", wait=5)

@@ -217,7 +217,8 @@ def test_datasets_are_logged_with_source_digest_schema_and_rows(tmp_path):
     finally:
         mlflow.set_tracking_uri(None)
     sources = {d.tags[0].value: json.loads(d.dataset.source) for d in logged["local"]}
-    assert sources == {"training": {"uri": str(tmp_path / "train.csv")}, "validation": {"uri": str(tmp_path / "val.csv")}}
+    assert sources == {"training": {"uri": str(tmp_path / "train.csv")},
+                       "validation": {"uri": str(tmp_path / "val.csv")}}
     for inputs in logged.values():
         (train_input,) = [d.dataset for d in inputs if d.tags[0].value == "training"]
         assert json.loads(train_input.profile)["num_rows"] == 3 and len(train_input.digest) == 8
