@@ -51,13 +51,14 @@ starts and reported apart), warm the second call in the same process.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 2  # the machine's vCPUs; every framework gets the same
@@ -450,19 +451,6 @@ def fmt_targets(rows, loads):
             ratio = loads["ours"][f"{when}_s"] / loads["keras_hub"][f"{when}_s"]
             line(f"from_preset 110M ({when}) <= 0.5x keras-hub", f"{ratio:.2f}x", ratio <= 0.5)
     return "\n".join(out)
-
-
-def machine():
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
-    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    versions = subprocess.run(
-        [sys.executable, "-c", "import keras, keras_hub, peft, tensorflow, torch, transformers; print("
-         "f'TensorFlow {tensorflow.__version__}, Keras {keras.__version__}, keras-hub {keras_hub.__version__}, "
-         "torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True).stdout.strip()
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model} ({', '.join(isa)}), {os.cpu_count()} vCPU, {memory:.0f} GB; Python {platform.python_version()}, {versions}"
 
 
 def main():

@@ -31,16 +31,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from bench_common import fit_probe, rss_gb
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def rss_gb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1e6
 
 
 def run_one(args):
@@ -86,32 +82,17 @@ def run_one(args):
     if args.task == "causal_lm":  # raw text, packed to 48 tokens by the task
         words = "the a film story good bad long short day night river stone light dark sound".split()
         x = [" ".join(rng.choice(words, 80)) for _ in range(8 * args.steps)]
-    stamps = []
-
-    class Stamp(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            stamps.append(time.perf_counter())
-
-    before_fit, fit_peak, done = rss_gb(), [0.0], threading.Event()
-
-    def sample():  # the load's peak hides training's in ru_maxrss: sample RSS during fit
-        while not done.wait(0.005):
-            fit_peak[0] = max(fit_peak[0], rss_gb())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    t = time.perf_counter()
-    if args.task == "causal_lm":
-        history = task.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[Stamp()])
-    else:
-        history = task.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[Stamp()])
-    done.set()
-    sampler.join()
-    steps = [b - a for a, b in zip([t] + stamps[:-1], stamps)]
+    probe = fit_probe()
+    with probe:
+        if args.task == "causal_lm":
+            history = task.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+        else:
+            history = task.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+    steps = probe.step_times()
     print(json.dumps({
         "variant": args.variant, "task": args.task, "load_s": round(load_s, 1),
         "rss_at_start_gb": round(rss0, 2), "load_peak_rss_gb": round(load_peak, 2),
-        "rss_before_fit_gb": round(before_fit, 2), "fit_peak_rss_gb": round(fit_peak[0], 2),
+        "rss_before_fit_gb": round(probe.rss_before_gb, 2), "fit_peak_rss_gb": round(probe.peak_rss_gb, 2),
         "first_step_s": round(steps[0], 2), "step_s": round(statistics.median(steps[1:]), 3),
         "tokens_per_s": round(8 * 48 / statistics.median(steps[1:]), 1),
         "losses": [round(float(v), 4) for v in history.history["loss"]],

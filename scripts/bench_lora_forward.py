@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import fit_probe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,37 +53,16 @@ def run_one(args):
     x = {"token_ids": rng.integers(3, 30000, (8 * args.steps, 48)).astype("int32"),
          "padding_mask": np.ones((8 * args.steps, 48), "int32")}
     y = rng.integers(0, 2, 8 * args.steps)
-    stamps = []
-
-    class Stamp(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            stamps.append(time.perf_counter())
-
-    import threading
-
-    def rss_gb():
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1e6
-
-    before_fit, fit_peak, done = rss_gb(), [0.0], threading.Event()
-
-    def sample():  # the load's peak hides training's in ru_maxrss: sample RSS during fit
-        while not done.wait(0.005):
-            fit_peak[0] = max(fit_peak[0], rss_gb())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    t = time.perf_counter()
-    history = clf.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[Stamp()])
-    done.set()
-    sampler.join()
-    steps = [b - a for a, b in zip([t] + stamps[:-1], stamps)]
+    probe = fit_probe()
+    with probe:
+        history = clf.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[probe])
+    steps = probe.step_times()
     print(json.dumps({
         "variant": args.variant, "layers": args.layers, "targets": args.targets, "load_s": round(load_s, 1),
         "first_step_s": round(steps[0], 2), "step_s": round(statistics.median(steps[1:]), 3),
         "tokens_per_s": round(8 * 48 / statistics.median(steps[1:]), 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
-        "rss_before_fit_gb": round(before_fit, 2), "fit_peak_rss_gb": round(fit_peak[0], 2),
+        "rss_before_fit_gb": round(probe.rss_before_gb, 2), "fit_peak_rss_gb": round(probe.peak_rss_gb, 2),
         "loss": round(float(history.history["loss"][-1]), 4),
     }))
 
