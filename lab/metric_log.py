@@ -54,13 +54,14 @@ class MetricLog:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="MetricLog")
         self._thread.start()
 
-    def log(self, metrics, step=0):
-        """Queues `{name: value}` at `step`, time-stamped now; returns at once."""
+    def log(self, metrics, step=0, model_id=None):
+        """Queues `{name: value}` at `step`, time-stamped now (linked to the
+        LoggedModel `model_id`, if given); returns at once."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         with self._cond:
-            self._pending += [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+            self._pending += [Metric(k, float(v), now, int(step), model_id=model_id) for k, v in metrics.items()]
             self._cond.notify_all()
 
     @property
@@ -135,7 +136,8 @@ class MetricLog:
         with open(self.journal, "a", encoding="utf-8") as f:
             for m in new:
                 f.write(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "key": m.key,
-                                    "value": m.value, "timestamp": m.timestamp, "step": m.step}) + "\n")
+                                    "value": m.value, "timestamp": m.timestamp, "step": m.step,
+                                    "model_id": m.model_id}) + "\n")
 
 
 def _rejected(error):
@@ -209,7 +211,7 @@ def replay(journal):
     by_run = {}
     for r in rows:
         by_run.setdefault((r["tracking_uri"], r["run_id"]), []).append(
-            Metric(r["key"], r["value"], r["timestamp"], r["step"]))
+            Metric(r["key"], r["value"], r["timestamp"], r["step"], model_id=r.get("model_id")))
     for (uri, run_id), metrics in by_run.items():
         client = mlflow.MlflowClient(uri)
         for start in range(0, len(metrics), BATCH):

@@ -186,15 +186,16 @@ def _server_http_env(uri):
             os.environ.pop(key, None)
 
 
-def log_metrics(metrics, step=0):
+def log_metrics(metrics, step=0, model_id=None):
     """Logs `{name: value}` to the active run through its `MetricLog` (kept
-    and sent again if the server does not answer); returns at once."""
+    and sent again if the server does not answer); returns at once.
+    `model_id` links them to a LoggedModel too."""
     if _metric_log is None:
         import mlflow
 
-        mlflow.log_metrics(metrics, step=step)
+        mlflow.log_metrics(metrics, step=step, model_id=model_id)
     else:
-        _metric_log.log(metrics, step)
+        _metric_log.log(metrics, step, model_id=model_id)
 
 
 def wait_metrics_sent():
