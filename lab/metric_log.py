@@ -11,6 +11,7 @@ retrying after a lost reply is safe.
 """
 
 import json
+import re
 import sys
 import threading
 import time
@@ -122,7 +123,7 @@ class MetricLog:
     def _outage(self, error):
         if self.down_since is None:
             self.down_since, self.error = time.time(), error
-            reason = str(error).splitlines()[0][:200]
+            reason = _reason(error)
             print(f"MLflow at {self.uri} does not answer ({reason}): training goes on; metrics are kept "
                   f"and sent when it answers (copied meanwhile to {self.journal}).", file=sys.stderr)
         self._write_journal()
@@ -138,6 +139,18 @@ class MetricLog:
                 f.write(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id, "key": m.key,
                                     "value": m.value, "timestamp": m.timestamp, "step": m.step,
                                     "model_id": m.model_id}) + "\n")
+
+
+def _reason(error):
+    """The socket error inside MLflow's long retry message, else its first line.
+
+    >>> _reason(Exception("API request to http://h/api failed with exception HTTPConnectionPool(...): "
+    ...                   "Max retries exceeded (Caused by NewConnectionError('...: [Errno 111] Connection refused'))"))
+    '[Errno 111] Connection refused'
+    """
+    text = str(error)
+    found = re.search(r"\[Errno -?\d+\][^'\")\n]*", text)
+    return found.group(0).strip() if found else text.splitlines()[0][:160] if text else type(error).__name__
 
 
 def _rejected(error):
