@@ -68,9 +68,9 @@ def main(cfg: DictConfig) -> float:
             backbone.enable_remat()
 
         task = build_task(cfg.task, backbone, cfg.trainer.sequence_length)
-        train_batches = training.EpochBatches(task_arrays(task, train_split), cfg.trainer.batch_size, cfg.seed,
+        train_batches = training.EpochBatches(task_arrays(task, train_split, cfg.data), cfg.trainer.batch_size, cfg.seed,
                                               epoch=state["epoch"] if state else 0)
-        val_batches = training.EpochBatches(task_arrays(task, val_split), cfg.trainer.batch_size, cfg.seed, shuffle=False)
+        val_batches = training.EpochBatches(task_arrays(task, val_split, cfg.data), cfg.trainer.batch_size, cfg.seed, shuffle=False)
         total_steps = cfg.trainer.epochs * len(train_batches)
         if cfg.trainer.max_steps:
             total_steps = min(total_steps, cfg.trainer.max_steps)

@@ -1,7 +1,8 @@
 """`Tokenizer`: a `tokenizers.Tokenizer` plus the roles of its special tokens.
 
 Saved in a preset as `tokenizer.json` (the `tokenizers` format, readable by
-Hugging Face too) and `tokenizer_config.json` (`{"special_tokens": {role: token}}`).
+Hugging Face too) and `tokenizer_config.json` (`{"special_tokens": {role: token}}`, plus
+`chat_template` when the model has one).
 Reads a transformers tokenizer directory as well (`tokenizer.json` with
 `tokenizer_config.json` in transformers' format); SentencePiece model files
 (`tokenizer.model`, keras-hub's `vocabulary.spm`) are converted by
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import tokenizers
 
+from backbones.chat_template import ChatTemplateError, render
 from backbones.errors import PresetFormatError
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where recent transformers versions save the template
 ROLES = ("bos", "eos", "pad", "unk", "cls", "sep", "mask")
 
 
@@ -27,6 +30,7 @@ class Tokenizer:
         tokenizer: tokenizers.Tokenizer. The underlying Rust tokenizer.
         special_tokens: dict. Role (`bos`, `eos`, `pad`, `unk`, `cls`, `sep`,
             `mask`) to token string; each must be in the vocabulary.
+        chat_template: str. The model's Jinja chat template (`apply_chat_template`), or None.
 
     Example:
     >>> tok = Tokenizer.from_preset("gpt2_tiny_en")
@@ -35,8 +39,9 @@ class Tokenizer:
     ['hello world']
     """
 
-    def __init__(self, tokenizer, special_tokens=None):
+    def __init__(self, tokenizer, special_tokens=None, chat_template=None):
         self.tokenizer = tokenizer
+        self.chat_template = chat_template
         self.special_tokens = {k: v for k, v in (special_tokens or {}).items() if v is not None}
         for role, token in self.special_tokens.items():
             if role not in ROLES:
@@ -52,6 +57,42 @@ class Tokenizer:
             texts = [texts]
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [e.ids for e in encodings]
+
+    def encode_with_offsets(self, texts):
+        """`(ids, offsets)` of each text, without special tokens: `offsets[i]` is
+        the `(start, end)` character range of token i in its text.
+
+        Example:
+        >>> tok = Tokenizer.from_preset("gpt2_tiny_en")
+        >>> ids, offsets = tok.encode_with_offsets(["a movie"])[0]
+        >>> len(ids) == len(offsets), offsets[-1][1]
+        (True, 7)
+        """
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [(e.ids, e.offsets) for e in encodings]
+
+    def apply_chat_template(self, messages, add_generation_prompt=False, chat_template=None):
+        r"""The text of a conversation under the model's chat template, as
+        transformers' `apply_chat_template(..., tokenize=False)` renders it.
+
+        Args:
+            messages: list of dict. `{"role": "system" | "user" | "assistant", "content": str}`.
+            add_generation_prompt: bool. End with the assistant's header, to generate its reply.
+            chat_template: str. A template to use instead of `self.chat_template`.
+
+        Example:
+        >>> tok = Tokenizer.from_preset("gpt2_tiny_en")
+        >>> tok.apply_chat_template([{"role": "user", "content": "Hi"}],
+        ...                         chat_template="{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}")
+        'user: Hi\n'
+        """
+        template = chat_template or self.chat_template
+        if not template:
+            raise ChatTemplateError(
+                "This tokenizer has no chat template (no `chat_template` in its tokenizer_config.json), so "
+                "chat messages cannot be rendered. Give one: data.chat_template='<jinja>' in an experiment, "
+                "or tokenizer.chat_template = '<jinja>' (saved with the preset).")
+        return render(template, messages, add_generation_prompt, self.special_tokens)
 
     def detokenize(self, ids, skip_special_tokens=True):
         return self.tokenizer.decode_batch(
@@ -73,9 +114,10 @@ class Tokenizer:
     def save_to_preset(self, directory):
         directory = Path(directory)
         self.tokenizer.save(str(directory / TOKENIZER_FILE))
-        (directory / TOKENIZER_CONFIG_FILE).write_text(
-            json.dumps({"special_tokens": self.special_tokens}, indent=2, sort_keys=True) + "\n"
-        )
+        config = {"special_tokens": self.special_tokens}
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        (directory / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_preset(cls, preset):
@@ -114,7 +156,7 @@ class Tokenizer:
             raise PresetFormatError(f"{path} is not a valid tokenizers file: {e}") from e
         config_path = directory / TOKENIZER_CONFIG_FILE
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        return cls(tokenizer, special_tokens_from_config(config, tokenizer))
+        return cls(tokenizer, special_tokens_from_config(config, tokenizer), chat_template_from(config, directory))
 
 
 def _is_keras_hub_file(path):
@@ -127,6 +169,20 @@ def _is_keras_hub_file(path):
         return is_keras_hub_config(json.loads(Path(path).read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False  # reported by the `tokenizers` loader
+
+
+def chat_template_from(config, directory):
+    """The chat template of a tokenizer directory: `chat_template.jinja`, or
+    `chat_template` in tokenizer_config.json (a string, or transformers' list
+    of named templates, of which the one named "default"), or None."""
+    path = Path(directory) / CHAT_TEMPLATE_FILE
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) and template else None
 
 
 def special_tokens_from_config(config, tokenizer):

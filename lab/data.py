@@ -1,8 +1,12 @@
 """Loading text datasets for an experiment: bundled, local files, Hugging Face.
 
-`load(cfg.data, seed)` returns train and validation `Split`s of raw strings
+`load(cfg.data, seed)` returns train and validation `Split`s of examples
 and integer labels (None for language modelling). String labels are mapped
-to integers in sorted order; the mapping is kept for tracking.
+to integers in sorted order; the mapping is kept for tracking. What an
+example is follows `data.format`: a string (`text`, `classification`), an
+`{"prompt", "answer"}` dict with the prompt template filled (`instruction`),
+or a list of `{"role", "content"}` messages (`chat`; rendered with the
+model's chat template by `lab.tasks`, which has the tokenizer).
 """
 
 import dataclasses
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backbones.chat_template import ChatTemplateError, normalize_messages
 from lab.schema import ConfigError
 
 BUNDLED_DIR = Path(__file__).parent / "datasets"
@@ -18,9 +23,10 @@ BUNDLED_DIR = Path(__file__).parent / "datasets"
 
 @dataclasses.dataclass
 class Split:
-    texts: list
+    texts: list  # one example each: str, {"prompt", "answer"} (instruction) or messages (chat)
     labels: object = None  # np.ndarray of int32, or None
     label_names: list = None  # label id -> original value, when labels were strings
+    format: str = "text"  # text | classification | instruction | chat
 
     def __len__(self):
         return len(self.texts)
@@ -46,7 +52,7 @@ def load(cfg, seed):
     if validation is None:
         train, validation = _split(train, cfg.validation_fraction, seed)
     train, validation = _cap(train, cfg.max_train_samples), _cap(validation, cfg.max_validation_samples)
-    if cfg.label_column is not None:
+    if example_format(cfg) == "classification":
         train, validation = _encode_labels(train, validation, cfg)
     for name, split in (("training", train), ("validation", validation)):
         if len(split) == 0:
@@ -86,11 +92,75 @@ def files(cfg):
 
 
 def file_format(path, cfg):
-    """The format of a data file: `data.format`, or its suffix."""
-    fmt = cfg.format or path.suffix.lstrip(".").lower()
+    """The type of a data file: `data.file_format`, or its suffix."""
+    fmt = cfg.get("file_format") or path.suffix.lstrip(".").lower()
     if fmt not in ("jsonl", "json", "csv", "tsv", "parquet"):
-        raise ConfigError(f"{path}: unknown format {fmt!r}; set data.format to csv, tsv, jsonl or parquet.")
+        raise ConfigError(f"{path}: unknown file type {fmt!r}; set data.file_format to csv, tsv, jsonl or parquet.")
     return fmt
+
+
+def example_format(cfg):
+    """What an example is: `data.format`, or classification when
+    `data.label_column` is set and text otherwise.
+
+    Example:
+    >>> from omegaconf import OmegaConf
+    >>> example_format(OmegaConf.create({"format": None, "label_column": None}))
+    'text'
+    """
+    return cfg.get("format") or ("classification" if cfg.label_column is not None else "text")
+
+
+def required_columns(cfg):
+    """`{data.<key>: column}` of the columns the example format reads.
+
+    Example:
+    >>> from omegaconf import OmegaConf
+    >>> required_columns(OmegaConf.create({"format": "chat", "messages_column": "conversations"}))
+    {'messages_column': 'conversations'}
+    """
+    fmt = example_format(cfg)
+    keys = {"text": ["text_column"], "classification": ["text_column", "label_column"],
+            "instruction": ["instruction_column", "input_column", "output_column"],
+            "chat": ["messages_column"]}[fmt]
+    return {key: cfg[key] for key in keys if cfg.get(key) is not None}
+
+
+def instruction_prompt(cfg, instruction, input_text=""):
+    """The prompt of an instruction example: `data.prompt_template` filled
+    with `{instruction}` and `{input}`, or `data.prompt_template_no_input`
+    when the input is empty.
+
+    Example:
+    >>> from omegaconf import OmegaConf
+    >>> cfg = OmegaConf.create({"prompt_template": "Q: {instruction} ({input})\\nA:",
+    ...                         "prompt_template_no_input": "Q: {instruction}\\nA:"})
+    >>> instruction_prompt(cfg, "Add 2 and 2.")
+    'Q: Add 2 and 2.\\nA:'
+    """
+    key = "prompt_template" if input_text else "prompt_template_no_input"
+    try:
+        return cfg[key].format(instruction=instruction, input=input_text)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"data.{key}={cfg[key]!r} is not a template of {{instruction}} and {{input}} "
+                          f"({type(e).__name__}: {e}). Write other braces as {{{{ and }}}}.") from None
+
+
+def to_messages(value, where):
+    """A chat example's messages, as `{"role", "content"}` dicts (sharegpt's
+    `{"from", "value"}` accepted); a bad value raises `ConfigError` naming `where`."""
+    if isinstance(value, str):  # a CSV cell holding JSON
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{where}: a chat example must be a list of messages, got the string "
+                              f"{value[:60]!r}.") from None
+    if hasattr(value, "tolist"):  # Parquet gives NumPy arrays of dicts
+        value = value.tolist()
+    try:
+        return normalize_messages(value, where)
+    except ChatTemplateError as e:
+        raise ConfigError(str(e)) from None
 
 
 def read_jsonl(path):
@@ -142,13 +212,26 @@ def _read_file(path, cfg):
 
 
 def _to_split(table, cfg, where):
-    for key in ("text_column", "label_column"):
-        column = cfg[key]
-        if column is not None and column not in table:
-            raise ConfigError(f"data.{key}={column!r} is not a column of {where}; columns: {sorted(table)}.")
-    texts = ["" if t is None else str(t) for t in table[cfg.text_column]]
-    labels = list(table[cfg.label_column]) if cfg.label_column else None
-    return Split(texts, labels)
+    for key, column in required_columns(cfg).items():
+        if column not in table:
+            raise ConfigError(f"data.{key}={column!r} is not a column of {where}; columns: {sorted(table)}. "
+                              f"Set data.{key} (data.format={example_format(cfg)}).")
+    fmt = example_format(cfg)
+    if fmt == "instruction":
+        inputs = table[cfg.input_column] if cfg.input_column else [None] * len(table[cfg.instruction_column])
+        texts = [{"prompt": instruction_prompt(cfg, _str(i), _str(x)), "answer": _str(o)}
+                 for i, x, o in zip(table[cfg.instruction_column], inputs, table[cfg.output_column])]
+    elif fmt == "chat":
+        texts = [to_messages(m, f"{where}, example {n} (data.messages_column={cfg.messages_column!r})")
+                 for n, m in enumerate(table[cfg.messages_column])]
+    else:
+        texts = [_str(t) for t in table[cfg.text_column]]
+    labels = list(table[cfg.label_column]) if fmt == "classification" else None
+    return Split(texts, labels, format=fmt)
+
+
+def _str(value):
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
 def require_datasets():
@@ -182,7 +265,7 @@ def _split(data, fraction, seed):
 
 def _take(data, index):
     labels = None if data.labels is None else [data.labels[i] for i in index]
-    return Split([data.texts[i] for i in index], labels, data.label_names)
+    return Split([data.texts[i] for i in index], labels, data.label_names, data.format)
 
 
 def _cap(data, limit):
@@ -202,7 +285,7 @@ def _encode_labels(train, validation, cfg):
     out = []
     for split in (train, validation):
         labels = np.array([encode(v if names is None else str(v)) for v in split.labels], "int32")
-        out.append(Split(split.texts, labels, names))
+        out.append(Split(split.texts, labels, names, split.format))
     bad = [int(v) for v in np.concatenate([s.labels for s in out]) if not 0 <= v < (cfg.num_classes or 0)]
     if cfg.num_classes is not None and bad:
         raise ConfigError(f"Labels {sorted(set(bad))[:5]} are outside [0, data.num_classes={cfg.num_classes}); "

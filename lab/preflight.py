@@ -5,22 +5,27 @@ in about a second, before TensorFlow is imported or an MLflow run exists.
 config.json (built-in names, directories, Hugging Face / Kaggle caches; an
 uncached hub preset is downloaded by the run, and checked then), and checks
 the family against the task and the LoRA targets, the sequence length
-against the model's positions, the data files and columns (header or first
-record) and the labels against `num_classes`, the writable directories and
+against the model's positions, the data files and the columns of
+`data.format` (header or first record; for chat, the first conversation),
+the labels against `num_classes`, the chat template (given or the preset's,
+compiled), the writable directories and
 the tracking server. Each failure is one `ConfigError` naming the key or
 file and what to do. `python train.py +check=true` runs it alone.
 
 Nothing here imports keras or mlflow.
 """
 
+import json
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from backbones.chat_template import ChatTemplateError, compile_template
 from backbones.errors import BackboneLabError
 from backbones.preset_facts import read_preset_facts
+from backbones.tokenizer import TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, chat_template_from
 from lab import data, schema
 from lab.schema import ConfigError
 
@@ -57,6 +62,7 @@ def check(cfg, output_dir=None):
             f"({facts.family.max_positions[facts.format]} in its config.json): set "
             f"trainer.sequence_length={facts.max_positions} or less.")
     lines += data_fits(cfg.data, cfg.task)
+    lines += chat_template_fits(cfg.data, facts)
     lines += writable(cfg.tracking, output_dir)
     lines += tracking_reachable(cfg.tracking)
     return lines
@@ -97,23 +103,54 @@ def data_fits(data_cfg, task_cfg):
         data.require_datasets()
         return [f"data.name={data_cfg.name!r}: a Hugging Face dataset, loaded when the run starts"]
     lines = []
-    columns = [c for c in (data_cfg.text_column, data_cfg.label_column) if c is not None]
+    example_format = data.example_format(data_cfg)
+    if example_format == "instruction":
+        data.instruction_prompt(data_cfg, "instruction", "input")
+        data.instruction_prompt(data_cfg, "instruction")
     labels = set()
     for key, path in data.files(data_cfg):
         fmt = data.file_format(path, data_cfg)
         found = _columns(path, fmt)
-        for column in columns:
+        for field, column in data.required_columns(data_cfg).items():
             if column not in found:
-                field = "text_column" if column == data_cfg.text_column else "label_column"
                 raise ConfigError(f"data.{field}={column!r} is not a column of {path} ({key}); "
-                                  f"its columns: {sorted(found)}. Set data.{field} to one of them.")
-        if data_cfg.label_column is not None and path.stat().st_size <= MAX_LABEL_SCAN_BYTES:
+                                  f"its columns: {sorted(found)}. Set data.{field} to one of them "
+                                  f"(data.format={example_format}).")
+        if example_format == "chat" and fmt in ("jsonl", "json"):  # the first example's messages, cheaply
+            data.to_messages(next(data.read_jsonl(path))[data_cfg.messages_column],
+                             f"{path}, example 0 (data.messages_column={data_cfg.messages_column!r})")
+        if example_format == "classification" and path.stat().st_size <= MAX_LABEL_SCAN_BYTES:
             labels |= _label_values(path, fmt, data_cfg.label_column)
         lines.append(f"{key}: {path} ({fmt}), columns {sorted(found)}")
     if labels and task_cfg.name == "classifier":
         _labels_fit(labels, task_cfg.num_classes)
         lines.append(f"labels: {len(labels)} distinct values for task.num_classes={task_cfg.num_classes}")
     return lines
+
+
+def chat_template_fits(data_cfg, facts):
+    """format=chat needs a chat template that compiles: `data.chat_template`,
+    or the preset's own (tokenizer_config.json / chat_template.jinja)."""
+    if data.example_format(data_cfg) != "chat":
+        return []
+    template, where = data_cfg.chat_template, "data.chat_template"
+    if not template:
+        directory = facts.directory
+        if directory is None or not (Path(directory) / TOKENIZER_FILE).is_file():
+            return []  # not cached yet, or a tokenizer we convert: checked when the run renders
+        config_path = Path(directory) / TOKENIZER_CONFIG_FILE
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        template, where = chat_template_from(config, directory), f"{directory}/{TOKENIZER_CONFIG_FILE}"
+        if not template:
+            raise ConfigError(
+                f"data.format=chat renders each conversation with the model's chat template, but "
+                f"{where} has no `chat_template`. Give one: data.chat_template='<Jinja template>' "
+                "(it is then saved with the trained model's tokenizer).")
+    try:
+        compile_template(template)
+    except ChatTemplateError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return [f"chat template: from {where}"]
 
 
 def _columns(path, fmt):

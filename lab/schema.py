@@ -41,18 +41,39 @@ class TaskConfig:
     metric_mode: str = "max"  # max | min
 
 
+# Stanford Alpaca's prompts (with and without an input), the usual default for instruction data.
+ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an input that provides further "
+                 "context. Write a response that appropriately completes the request.\n\n"
+                 "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+ALPACA_PROMPT_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately "
+                          "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+
+
 @dataclass
 class DataConfig:
     source: str = "bundled"  # bundled | local | huggingface
     name: Optional[str] = None  # bundled dataset name, or Hugging Face dataset name
     path: Optional[str] = None  # local file (csv, jsonl, parquet)
     validation_path: Optional[str] = None  # local validation file; null: split `path`
-    format: Optional[str] = None  # null: from the file suffix
+    # What an example is: text | classification | instruction | chat. null: classification when
+    # label_column is set, else text (both as before).
+    format: Optional[str] = None
+    file_format: Optional[str] = None  # csv | tsv | jsonl | parquet; null: from the file suffix
     split: str = "train"  # Hugging Face split to train on
     validation_split_name: Optional[str] = None  # Hugging Face split to validate on
     text_column: str = "text"
     label_column: Optional[str] = "label"
     num_classes: Optional[int] = None
+    # format=instruction: the columns, and the prompt ({instruction}, {input}) the output follows.
+    instruction_column: str = "instruction"
+    input_column: Optional[str] = "input"  # null: no input column
+    output_column: str = "output"
+    prompt_template: str = ALPACA_PROMPT
+    prompt_template_no_input: str = ALPACA_PROMPT_NO_INPUT  # when the input is empty
+    # format=chat: a list of {role, content} (or sharegpt's {from, value}) per example.
+    messages_column: str = "messages"
+    chat_template: Optional[str] = None  # Jinja; null: the tokenizer's own (tokenizer_config.json)
+    train_on: str = "completion"  # completion: loss on answers only (instruction/chat) | all
     validation_fraction: float = 0.2
     max_train_samples: Optional[int] = None
     max_validation_samples: Optional[int] = None
@@ -118,6 +139,9 @@ def register():
 CHOICES = {
     "task.name": ("classifier", "causal_lm"),
     "data.source": ("bundled", "local", "huggingface"),
+    "data.format": (None, "text", "classification", "instruction", "chat"),
+    "data.file_format": (None, "csv", "tsv", "jsonl", "json", "parquet"),
+    "data.train_on": ("completion", "all"),
     "optimizer.name": ("adamw", "adam", "sgd"),
     "optimizer.schedule": ("constant", "linear", "cosine"),
     "task.metric_mode": ("max", "min"),
@@ -131,6 +155,10 @@ def validate(cfg):
     """Raises `ConfigError` on a value or combination that cannot run."""
     from omegaconf import OmegaConf
 
+    if cfg.data.format in CHOICES["data.file_format"][1:]:
+        raise ConfigError(f"data.format={cfg.data.format} names a file type, which is now data.file_format: "
+                          f"set data.file_format={cfg.data.format}. data.format says what an example is "
+                          "(text, classification, instruction or chat).")
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
@@ -149,6 +177,9 @@ def validate(cfg):
     if cfg.lora.rank is not None and not cfg.lora.targets:
         raise ConfigError("lora.targets is empty: name the projections to adapt, e.g. [query, value].")
     if cfg.task.name == "classifier":
+        if cfg.data.format not in (None, "classification"):
+            raise ConfigError(f"data.format={cfg.data.format} trains a language model: use task=causal_lm "
+                              "(task=classifier takes data.format=classification).")
         if cfg.task.num_classes is None or cfg.task.num_classes < 2:
             raise ConfigError(
                 f"task.num_classes={cfg.task.num_classes}: a classifier needs at least 2 classes. "

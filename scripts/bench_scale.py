@@ -72,13 +72,14 @@ import argparse  # noqa: E402
 import fcntl  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from bench_common import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 2  # the machine's vCPUs; every framework gets the same
@@ -546,24 +547,6 @@ def fmt_targets(results, sizes):
     return "\n".join(out)
 
 
-def machine():
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
-    model += " (" + (", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags) or "no AVX-512") + ")"
-    versions = subprocess.run(
-        [sys.executable, "-c", "import keras, keras_hub, peft, tensorflow, torch, transformers; print("
-         "f'TensorFlow {tensorflow.__version__}, Keras {keras.__version__}, keras-hub {keras_hub.__version__}, "
-         "torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True).stdout.strip()
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return (f"commit {commit}{' (+ uncommitted changes)' if dirty else ''}\n# {model}, {os.cpu_count()} vCPU, "
-            f"{memory:.0f} GB; Python {platform.python_version()}, {versions}")
-
-
 def plan(args):
     sizes = args.sizes.split(",")
     impls = args.impls.split(",")
@@ -609,7 +592,7 @@ def main():
         args.impls = "ours,keras_hub,peft"
 
     started, load_before = time.time(), os.getloadavg()
-    header = machine()
+    header = machine(commit=True)
     print(f"# python {' '.join(sys.argv)}\n# {header}\n# load average before: "
           f"{' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
     sizes, variants = plan(args)

@@ -117,7 +117,7 @@ class CausalLM(Task):
         return None, [keras.metrics.SparseCategoricalAccuracy("accuracy"), Perplexity()]
 
     def generate(self, prompts, max_length=None, sampler="greedy", temperature=None, seed=None,
-                 stop_token_ids="auto", use_cache=True, jit_compile=True):
+                 stop_token_ids="auto", use_cache=True, jit_compile=True, chat=False):
         """Continues each prompt, one cached step per new token.
 
         Strings are packed as `[BOS] prompt`, right-padded (each prompt at
@@ -128,8 +128,15 @@ class CausalLM(Task):
         tokens through the stop token. The loop is compiled (XLA on
         TensorFlow) once per batch size, `max_length` and sampler settings.
 
+        With `chat=True` each prompt is a conversation (a list of
+        `{"role", "content"}` messages, or a str for one user message),
+        rendered with the tokenizer's chat template and its generation prompt
+        (the template supplies its special tokens), and the result is the
+        assistant's reply alone.
+
         Args:
-            prompts: str, list / array of str, or a token dict.
+            prompts: str, list / array of str, or a token dict; with `chat`,
+                a conversation or a list of them.
             max_length: int. Total length, prompt included. Default: the
                 preprocessor's sequence length.
             sampler: str or tasks.Sampler. `"greedy"`, `"random"`, `"top_k"`,
@@ -142,6 +149,7 @@ class CausalLM(Task):
                 (slow; for checking the cache).
             jit_compile: bool. Compile the loop with XLA (TensorFlow backend;
                 other backends run it eagerly). False: a plain tf.function.
+            chat: bool. Render prompts with the chat template (see above).
 
         Example:
         >>> import tasks
@@ -151,9 +159,15 @@ class CausalLM(Task):
         >>> len(out)
         2
         """
-        single = isinstance(prompts, (str, bytes))
-        tokens_in = data.is_token_dict(prompts)
-        rows = _rows(prompts) if tokens_in else self.preprocessor.prompts(prompts)
+        if chat:
+            single = isinstance(prompts, str) or (bool(prompts) and isinstance(prompts[0], dict))
+            conversations = [prompts] if single else list(prompts)
+            tokens_in = False
+            rows = self.preprocessor.chat_prompts(conversations)
+        else:
+            single = isinstance(prompts, (str, bytes))
+            tokens_in = data.is_token_dict(prompts)
+            rows = _rows(prompts) if tokens_in else self.preprocessor.prompts(prompts)
         max_length = max_length or self.preprocessor.sequence_length
         self._check_lengths(rows, max_length)
         sampler = samplers.get(sampler, temperature, seed)
@@ -170,7 +184,9 @@ class CausalLM(Task):
         out = np.where(mask.astype(bool), out, self.preprocessor.pad_id).astype("int32")
         if tokens_in:
             return {"token_ids": out, "padding_mask": mask}
-        texts = self.preprocessor.tokenizer.detokenize([row[m.astype(bool)] for row, m in zip(out, mask)])
+        start = [len(r) if chat else 0 for r in rows]  # a chat reply without its rendered prompt
+        texts = self.preprocessor.tokenizer.detokenize(
+            [row[s:][m[s:].astype(bool)] for row, m, s in zip(out, mask, start)])
         return texts[0] if single else texts
 
     def _generate_function(self, sampler, stop, use_cache, jit_compile):

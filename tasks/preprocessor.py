@@ -4,6 +4,8 @@ import warnings
 
 import numpy as np
 
+from backbones.chat_template import normalize_messages
+from tasks import examples
 from tasks.errors import MissingTokenizerError, TaskConfigError, TaskInputError, TruncationWarning
 
 # Texts per call of the Rust batch encoder: bounds the memory of the
@@ -22,7 +24,8 @@ class Preprocessor:
     - `causal_lm`: `[BOS] tokens [EOS]`, packed to `sequence_length + 1`
       and shifted into inputs, next-token targets and a sample weight that
       is 0 on padding. A truncated text loses its `[EOS]` (it does not end there).
-    - `prompts`: `[BOS] tokens`, unpadded, for `CausalLM.generate`.
+    - `prompts`: `[BOS] tokens`, unpadded, for `CausalLM.generate`
+      (`chat_prompts`: conversations under the chat template).
 
     Padding uses the tokenizer's pad token, or id 0 when it has none (padded
     positions are masked, so the id does not matter). An empty string packs
@@ -37,6 +40,9 @@ class Preprocessor:
         is_encoder: bool. Pack for a bidirectional encoder (BERT).
         add_end_token: bool. Decoders: append eos for classification, so the
             last real token (the one pooled) is the same token for every text.
+        chat_template: str. A Jinja chat template for chat data and
+            `generate(..., chat=True)`, instead of the tokenizer's own; saved
+            in the task's preprocessor config, so a trained model keeps it.
 
     Example:
     >>> import backbones, tasks
@@ -50,7 +56,7 @@ class Preprocessor:
     ((1, 8), (1, 8), [[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
     """
 
-    def __init__(self, tokenizer, sequence_length=128, is_encoder=False, add_end_token=True):
+    def __init__(self, tokenizer, sequence_length=128, is_encoder=False, add_end_token=True, chat_template=None):
         if tokenizer is None:
             raise MissingTokenizerError(
                 "Preprocessor got tokenizer=None. Load a preset that has a tokenizer "
@@ -62,6 +68,7 @@ class Preprocessor:
         self.sequence_length = sequence_length
         self.is_encoder = bool(is_encoder)
         self.add_end_token = bool(add_end_token)
+        self.chat_template = chat_template
         self.truncated_count = 0
         self._warned = False
         role = tokenizer.special_token_id
@@ -117,19 +124,28 @@ class Preprocessor:
         `targets[:, i]` is the token after `inputs["token_ids"][:, i]`, and
         `sample_weight` is 1 on real targets, 0 on padding.
         """
-        ids = self.tokenize(texts)
-        start = [] if self.bos_id is None else [self.bos_id]
-        end = [] if self.eos_id is None else [self.eos_id]
-        length = self.sequence_length + 1
-        self._note_truncation(sum(len(start) + len(x) > length for x in ids), len(ids))
-        token_ids, mask = self._pad([(start + x + end)[:length] for x in ids], length)
-        inputs = {"token_ids": token_ids[:, :-1], "padding_mask": mask[:, :-1]}
-        return inputs, token_ids[:, 1:], mask[:, 1:].astype("float32")
+        return self.causal_lm_examples(examples.from_token_ids(self.tokenize(texts), self.bos_id, self.eos_id))
+
+    def causal_lm_examples(self, items):
+        """`(inputs, targets, sample_weight)` of `tasks.examples.Example`s, one
+        per row: the weight is each target token's loss mask (0 on padding)."""
+        arrays, truncated = examples.causal_lm_rows(items, self.sequence_length, self.pad_id)
+        self._note_truncation(truncated, len(items))
+        return arrays
 
     def prompts(self, texts):
         """Unpadded, untruncated `[BOS] tokens` of each prompt (for generation)."""
         start = [] if self.bos_id is None else [self.bos_id]
         return [start + x for x in self.tokenize(texts)]
+
+    def chat_prompts(self, conversations):
+        """Unpadded token ids of each conversation under the tokenizer's chat
+        template with its generation prompt (no BOS added: the template has its own).
+        A str is one user message; sharegpt turns are accepted."""
+        texts = [self.tokenizer.apply_chat_template(
+            normalize_messages([{"role": "user", "content": c}] if isinstance(c, str) else c, f"prompt {i}"),
+            add_generation_prompt=True, chat_template=self.chat_template) for i, c in enumerate(conversations)]
+        return [list(ids) for ids in self.tokenizer(texts)]
 
     def _pad(self, rows, length):
         token_ids = np.full((len(rows), length), self.pad_id, dtype="int32")
@@ -152,8 +168,11 @@ class Preprocessor:
             )
 
     def get_config(self):
-        return {"sequence_length": self.sequence_length, "is_encoder": self.is_encoder,
-                "add_end_token": self.add_end_token}
+        config = {"sequence_length": self.sequence_length, "is_encoder": self.is_encoder,
+                  "add_end_token": self.add_end_token}
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        return config
 
 
 def as_text_list(texts):

@@ -36,7 +36,7 @@ def test_every_config_file_starts_with_a_command():
 def test_every_option_composes_and_validates(group):
     extra = {"data": {"local": ["data.path=x.csv", "data.num_classes=2"],
                       "huggingface": ["data.name=imdb", "data.num_classes=2"],
-                      "sentiment_text": ["task=causal_lm"]},
+                      "sentiment_text": ["task=causal_lm"], "chat": ["task=causal_lm"]},
              "task": {"causal_lm": ["data=sentiment_text"]}}
     for option in options(group):
         cfg = make([f"{group}={option}", *extra.get(group, {}).get(option, [])])

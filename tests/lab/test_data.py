@@ -59,7 +59,7 @@ def test_errors_name_the_key(tmp_path):
         data.load(cfg(source="local", path=str(path), text_column="body", num_classes=6), seed=0)
     with pytest.raises(ConfigError, match="does not exist"):
         data.load(cfg(source="local", path=str(tmp_path / "nope.csv")), seed=0)
-    with pytest.raises(ConfigError, match="unknown format 'xlsx'"):
+    with pytest.raises(ConfigError, match="unknown file type 'xlsx'.*data.file_format"):
         (tmp_path / "d.xlsx").write_text("x")
         data.load(cfg(source="local", path=str(tmp_path / "d.xlsx")), seed=0)
     with pytest.raises(ConfigError, match="not a bundled dataset.*sentiment"):
