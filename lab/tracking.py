@@ -394,9 +394,7 @@ def log_datasets(data_cfg, train_split, val_split):
     import pandas as pd
 
     for context, split in (("training", train_split), ("validation", val_split)):
-        frame = {"text": split.texts}
-        if split.labels is not None:
-            frame["label"] = split.labels
+        frame = _columns(split)
         source, name = dataset_source(data_cfg, context)
         with warnings.catch_warnings():
             # MLflow registers its local source twice (schemes "" and "file") and warns that a path
@@ -408,6 +406,19 @@ def log_datasets(data_cfg, train_split, val_split):
             mlflow.log_input(dataset, context=context)
     if train_split.label_names:
         mlflow.log_dict({"label_names": train_split.label_names}, "labels.json")
+
+
+def _columns(split):
+    """A split as the table MLflow profiles: text (+ label), prompt + answer
+    (instruction), or each conversation as one JSON string (chat)."""
+    import json
+
+    fmt = getattr(split, "format", "text")
+    if fmt == "instruction":
+        return {"prompt": [t["prompt"] for t in split.texts], "answer": [t["answer"] for t in split.texts]}
+    if fmt == "chat":
+        return {"messages": [json.dumps(t, ensure_ascii=False, default=str) for t in split.texts]}
+    return {"text": split.texts, **({"label": split.labels} if split.labels is not None else {})}
 
 
 def dataset_source(data_cfg, context):

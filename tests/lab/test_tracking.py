@@ -226,3 +226,12 @@ def test_datasets_are_logged_with_source_digest_schema_and_rows(tmp_path):
     hub_sources = {d.tags[0].value: (d.dataset.name, json.loads(d.dataset.source)) for d in logged["huggingface"]}
     assert hub_sources["validation"][0] == "someone/reviews[validation]"
     assert (hub_sources["validation"][1]["path"], hub_sources["validation"][1]["split"]) == ("someone/reviews", "test")
+
+
+def test_instruction_and_chat_splits_become_flat_tables():
+    from lab.data import Split
+
+    instruction = Split([{"prompt": "Q: 2+2\nA:", "answer": "4"}], format="instruction")
+    chat = Split([[{"role": "user", "content": "hi"}]], format="chat")
+    assert tracking._columns(instruction) == {"prompt": ["Q: 2+2\nA:"], "answer": ["4"]}
+    assert json.loads(tracking._columns(chat)["messages"][0]) == [{"role": "user", "content": "hi"}]
