@@ -211,8 +211,12 @@ class SystemMetrics:
             self.step += 1
 
     def stop(self):
+        """Stops sampling and logs a last sample (covering the time since the
+        previous one), so a run shorter than `interval` has one too."""
         self._stop.set()
         self._thread.join(timeout=10)
+        self._sample()
+        self._publish()
 
 
 def replay(journal):

@@ -150,7 +150,6 @@ def _finish(system, tracking_cfg, status, wait):
 
     if system is not None:
         system.stop()
-        system._publish()  # the samples of the last partial interval
     sent = _metric_log.close(timeout=wait)
     try:
         mlflow.end_run(status)

@@ -235,3 +235,15 @@ def test_instruction_and_chat_splits_become_flat_tables():
     chat = Split([[{"role": "user", "content": "hi"}]], format="chat")
     assert tracking._columns(instruction) == {"prompt": ["Q: 2+2\nA:"], "answer": ["4"]}
     assert json.loads(tracking._columns(chat)["messages"][0]) == [{"role": "user", "content": "hi"}]
+
+
+def test_a_run_shorter_than_the_sampling_interval_still_gets_system_metrics(tmp_path):
+    from lab.metric_log import SystemMetrics
+
+    fake = FlakyClient()
+    log = MetricLog(fake, "run1", tmp_path / "unsent.jsonl")
+    SystemMetrics(log, interval=3600, first_step=7).stop()
+    assert log.close(10)
+    logged = {key: step for key, step, _ in fake.received}
+    assert logged["system/cpu_utilization_percentage"] == 7 and logged["system/process_rss_megabytes"] == 7
+    assert "system/system_memory_usage_megabytes" in logged
