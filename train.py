@@ -38,8 +38,8 @@ def main(cfg: DictConfig) -> float:
     import keras
 
     import backbones
-    from lab import artifacts, checkpoint, data, sweep, tracking, training
-    from lab.tasks import build_task, task_arrays
+    from lab import artifacts, checkpoint, data, mlflow_model, streaming, sweep, tracking, training
+    from lab.tasks import build_task, make_train_batches, task_arrays
 
     checkpoint_dir = checkpoint.directory_for(cfg)
     state = checkpoint.read_state(checkpoint_dir) if cfg.trainer.checkpoint else None
@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> float:
             tracking.log_config(cfg, hydra_cfg.runtime.output_dir, hydra_cfg.runtime.choices, hydra_cfg.overrides.task)
         training.seed_everything(cfg.seed, cfg.trainer.deterministic)
 
-        train_split, val_split = data.load(cfg.data, cfg.seed)
+        train_split, val_split = (streaming if streaming.enabled(cfg.data) else data).load(cfg.data, cfg.seed)
         tracking.log_datasets(cfg.data, train_split, val_split)  # and labels.json
 
         dtype = {"dtype": cfg.backbone.dtype} if cfg.backbone.dtype else {}
@@ -67,23 +67,23 @@ def main(cfg: DictConfig) -> float:
         if cfg.trainer.remat:
             backbone.enable_remat()
 
-        task = build_task(cfg.task, backbone, cfg.trainer.sequence_length)
-        train_batches = training.EpochBatches(task_arrays(task, train_split, cfg.data), cfg.trainer.batch_size, cfg.seed,
-                                              epoch=state["epoch"] if state else 0)
-        val_batches = training.EpochBatches(task_arrays(task, val_split, cfg.data), cfg.trainer.batch_size, cfg.seed, shuffle=False)
+        task = build_task(cfg.task, backbone, cfg.trainer.sequence_length, packing=cfg.data.packing)
+        train_batches = make_train_batches(task, train_split, cfg.data, cfg.trainer.batch_size, cfg.seed,
+                                           epoch=state["epoch"] if state else 0)
+        val_batches = training.EpochBatches(task_arrays(task, val_split, cfg.data, pack=False), cfg.trainer.batch_size, cfg.seed, shuffle=False)
         total_steps = cfg.trainer.epochs * len(train_batches)
         if cfg.trainer.max_steps:
             total_steps = min(total_steps, cfg.trainer.max_steps)
         task.compile(optimizer=training.build_optimizer(cfg.optimizer, total_steps), jit_compile=cfg.trainer.jit_compile)
-        start_epoch = checkpoint.restore(task, checkpoint_dir, base, state) if state else 0
+        start_epoch = checkpoint.restore(task, checkpoint_dir, base, state, train_batches) if state else 0
         if not state:
             tracking.log_parameter_counts(task)
 
         callbacks = [tracking.epoch_callback(),
                      training.StepLogger(cfg.trainer.log_every_n_steps,
-                                         cfg.trainer.batch_size * cfg.trainer.sequence_length, cfg.trainer.max_steps)]
+                                         cfg.trainer.batch_size * cfg.trainer.sequence_length, total_steps)]
         if cfg.trainer.checkpoint:
-            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id, base))
+            callbacks.append(checkpoint.EpochCheckpoint(checkpoint_dir, run_id, base, cfg.trainer.checkpoint_every_n_steps))
         if cfg.trainer.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(cfg.task.metric, patience=cfg.trainer.early_stopping_patience,
                                                            mode=cfg.task.metric_mode, restore_best_weights=True))
@@ -95,8 +95,8 @@ def main(cfg: DictConfig) -> float:
 
         gc.collect()  # finalise the data generator of a run stopped mid-epoch (max_steps) while Python is alive
         metrics = task.evaluate(val_batches, return_dict=True, verbose=0)
-        tracking.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()})
-        saved = artifacts.log_run_model(task, base, cfg.tracking.save)
+        tracking.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()}, wait=True)  # log_model reads them
+        saved = mlflow_model.log_model(task, base, cfg, train_split.label_names, val_split.texts[:2])
         checkpoint.clear(checkpoint_dir)
 
     value = float(metrics[cfg.task.metric.removeprefix("val_")])

@@ -408,6 +408,31 @@ class Backbone(keras.Model):
         """True after `enable_remat()`."""
         return getattr(self, "_remat_enabled", False)
 
+    # -- packed rows ------------------------------------------------------
+    def call_packed(self, token_ids, segment_ids, training=None):
+        """Hidden states `(batch, seq, hidden)` of packed rows: several examples
+        per row, numbered by `segment_ids` (1, 2, ...; 0 is padding). Each token
+        attends only to earlier tokens of its own example, and positions
+        restart at 0 at each example, so every example's hidden states equal
+        those of the example alone (`tasks.CausalLM(..., packing=True)`).
+        Decoders implement it (`supports_packing`); a separate method rather
+        than an extra graph input, so the unpacked graph costs nothing more.
+
+        Example:
+        >>> import backbones, numpy as np
+        >>> m = backbones.Backbone.from_preset("gpt2_tiny_en")
+        >>> alone = m({"token_ids": np.array([[7, 8]]), "padding_mask": np.array([[1, 1]])})
+        >>> packed = m.call_packed(np.array([[5, 6, 7, 8]]), np.array([[1, 1, 2, 2]]))
+        >>> bool(np.allclose(packed[:, 2:], alone, atol=1e-5))
+        True
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not take packed rows (no call_packed).")
+
+    @property
+    def supports_packing(self):
+        """True when the family implements `call_packed`."""
+        return type(self).call_packed is not Backbone.call_packed
+
     def save_lora_weights(self, filepath):
         """Saves only the LoRA matrices (a small safetensors file).
 

@@ -18,10 +18,11 @@ trained the backbone's weights (a full fine-tune), or `tracking.save=merged`
 (or `both`), saves the whole task preset once under `preset/`
 (`Task.save_to_preset`; with LoRA, merged weights).
 
-Each file is written once, straight into the run's artifact directory when
-the store keeps artifacts on this file system (the default local store);
-for a remote artifact store it is written to a temporary directory,
-uploaded, and the temporary copy deleted.
+Each file is written once, straight into the artifact directory when the
+store keeps artifacts on this file system (the default local store); for a
+remote artifact store it is written to a temporary directory, uploaded, and
+the temporary copy deleted. train.py writes them into the run's MLflow model
+(`lab/mlflow_model.py`); `log_run_model` writes them into the run's own artifacts.
 """
 
 import concurrent.futures
@@ -196,16 +197,16 @@ def log_run_model(task, base, save):
     artifact_uri = mlflow.get_artifact_uri()
     local = local_artifact_dir(artifact_uri)
     if local is not None:
-        return {name: (str(path), _bytes(path)) for name, path in save_run_model(task, base, save, local).items()}
+        return {name: (str(path), dir_bytes(path)) for name, path in save_run_model(task, base, save, local).items()}
     with tempfile.TemporaryDirectory(prefix="run-model-") as tmp:
         out = {}
         for name, path in save_run_model(task, base, save, tmp).items():
             mlflow.log_artifacts(str(path), name)
-            out[name] = (f"{artifact_uri.rstrip('/')}/{name}", _bytes(path))
+            out[name] = (f"{artifact_uri.rstrip('/')}/{name}", dir_bytes(path))
         return out
 
 
-def _bytes(path):
+def dir_bytes(path):
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
@@ -221,8 +222,10 @@ def load_run_model(run, tracking_uri=None, dst_dir=None, verify_base=True):
     hashed). Predictions equal those of the task at the end of training.
 
     Args:
-        run: str or Path. An MLflow run id, or a directory: the run's artifact
-            root, its `model/` or `preset/` directory.
+        run: str or Path. An MLflow run id (the files of its logged model,
+            `lab/mlflow_model.py`, or of a run logged before it), or a
+            directory: the logged model's (or run's) artifact root, its
+            `model/` or `preset/` directory.
         tracking_uri: str. Store of the run id (default: MLflow's current URI).
         dst_dir: str or Path. Where a remote store's artifacts are downloaded
             (default: a new temporary directory). Local stores are read in place.
@@ -267,10 +270,18 @@ def _run_directory(run, tracking_uri, dst_dir):
 
     client = mlflow.MlflowClient(tracking_uri)
     try:
-        artifact_uri = client.get_run(str(run)).info.artifact_uri
+        found = client.get_run(str(run))
     except mlflow.exceptions.MlflowException as e:
         raise RunModelError(f"MLflow run {run} is not in the store {client.tracking_uri}: {e.message} "
                             "Pass tracking_uri= (or set MLFLOW_TRACKING_URI) to its store.") from e
+    outputs = found.outputs.model_outputs if found.outputs else []
+    if outputs:  # MLflow 3 keeps a model's files under the model (lab/mlflow_model.py), not the run
+        model_uri = client.get_logged_model(outputs[-1].model_id).artifact_location
+        local = local_artifact_dir(model_uri)
+        return local if local is not None else Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=str(dst_dir or tempfile.mkdtemp(prefix=f"run-{run}-")),
+            tracking_uri=client.tracking_uri))
+    artifact_uri = found.info.artifact_uri
     local = local_artifact_dir(artifact_uri)
     if local is not None:
         return local

@@ -132,8 +132,8 @@ def _from_storable(value, dtype):
     return value if value.dtype.name == dtype else value.view(getattr(ml_dtypes, dtype, dtype))
 
 
-def restore(model, directory, base=None, state=None):
-    """Loads the checkpoint into a compiled model; returns its epoch.
+def restore(model, directory, base=None, state=None, batches=None):
+    """Loads the checkpoint into a compiled model; returns its epoch (finished epochs).
 
     Args:
         model: tasks.Task. Compiled, built like the run that saved it.
@@ -141,6 +141,9 @@ def restore(model, directory, base=None, state=None):
         base: artifacts.BaseRecord or None. The frozen base just loaded
             (None for a full fine-tune); compared with the checkpoint's.
         state: dict. What `read_state(directory)` returned (read again if None).
+        batches: training.EpochBatches or streaming.KerasStream. Resumed at
+            the checkpoint's optimizer step (`skip_to`): after a mid-epoch
+            checkpoint, at the next batch of the interrupted epoch.
     """
     state = state or read_state(directory)
     variables = _variables(model, base)
@@ -165,6 +168,8 @@ def restore(model, directory, base=None, state=None):
                 variable.assign(_from_storable(saved[f"v{i}"], dtype))
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as e:  # a bad CRC, a cut member
         raise _damaged(directory, f"{file} could not be read ({type(e).__name__}: {e})", state) from None
+    if batches is not None:
+        batches.skip_to(int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
     return state["epoch"]
 
 
@@ -196,20 +201,34 @@ class EpochCheckpoint(keras.callbacks.Callback):
             is saved), or None for a full fine-tune (everything is saved).
     """
 
-    def __init__(self, directory, run_id, base=None):
+    def __init__(self, directory, run_id, base=None, every_n_steps=None):
         super().__init__()
         self.directory, self.run_id, self.base = Path(directory), run_id, base
+        self.every_n_steps, self._epoch = every_n_steps, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Mid-epoch: the state's epoch counts the finished ones; the optimizer's step
+        # (saved with it) is the position, where `EpochBatches.skip_to` resumes.
+        if self.every_n_steps:
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            if step % self.every_n_steps == 0:
+                self._save(self._epoch, f"epoch-{self._epoch:04d}-step-{step:08d}.npz")
 
     def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch + 1, f"epoch-{epoch + 1:04d}.npz")
+
+    def _save(self, epochs_done, name):
         self.directory.mkdir(parents=True, exist_ok=True)
         variables = _variables(self.model, self.base)
         arrays = [np.asarray(keras.ops.convert_to_numpy(v)) for _, v in variables]
-        name = f"epoch-{epoch + 1:04d}.npz"
         _write_atomic(self.directory / name,
                       lambda f: np.savez(f, **{f"v{i}": _storable(a) for i, a in enumerate(arrays)}))
         # A frozen-base checkpoint is small: keep the previous epoch's as a fallback. A full one is not.
         keep = self._previous(name) if self.base is not None else None
-        state = {"format": 2, "run_id": self.run_id, "epoch": epoch + 1, "file": name,
+        state = {"format": 2, "run_id": self.run_id, "epoch": epochs_done, "file": name,
                  "bytes": (self.directory / name).stat().st_size,
                  "scope": "trainable" if self.base is not None else "all",
                  "paths": [p for p, _ in variables], "shapes": [list(a.shape) for a in arrays],

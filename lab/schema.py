@@ -5,6 +5,7 @@ The dataclasses give every key its type, so a typo or a wrong type fails at
 composition, naming the key; `validate` catches impossible combinations.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -77,6 +78,10 @@ class DataConfig:
     validation_fraction: float = 0.2
     max_train_samples: Optional[int] = None
     max_validation_samples: Optional[int] = None
+    packing: bool = False  # causal_lm: several examples per row (tasks.packing); validation stays one per row
+    # causal_lm: read the training file in chunks through a shuffle buffer (lab/streaming.py), never whole.
+    # null: when the file is larger than 256 MB (lab.streaming.STREAMING_BYTES).
+    streaming: Optional[bool] = None
 
 
 @dataclass
@@ -98,6 +103,7 @@ class TrainerConfig:
     jit_compile: Optional[bool] = None  # null: tasks.task.default_jit_compile (XLA for float32 on CPU)
     remat: bool = False  # recompute each block's activations in the backward pass (less memory, more compute)
     checkpoint: bool = True  # checkpoint each epoch; a re-run resumes
+    checkpoint_every_n_steps: Optional[int] = None  # also mid-epoch (long epochs, streamed data): resumes at that batch
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # epochs without improvement of `metric`
     log_every_n_steps: int = 10
@@ -112,12 +118,17 @@ class TrackingConfig:
     save: str = "adapter"
     log_preset: Optional[bool] = None  # replaced by `save`: set, it fails with a message saying how
     reproduce_of: Optional[str] = None  # set by scripts/reproduce.py
+<<<<<<< HEAD
     # CPU, memory, disk, network as system/* metrics every N seconds (null: off). MLflow's default
     # is 10 s; 5 gives a debug run of half a minute a few points, a day-long run 17k per metric.
     system_metrics_interval: Optional[float] = 5.0
     # A server that stops answering mid-run: training goes on, metrics are kept; at the end the run
     # waits this many seconds for it to come back before naming the file that holds what is unsent.
     reconnect_timeout: int = 300
+=======
+    register: Optional[str] = None  # registered model name: a run registers its model, a sweep its best job's
+    alias: Optional[str] = None  # alias of that version, e.g. champion (needs register)
+>>>>>>> main
 
 
 @dataclass
@@ -168,7 +179,12 @@ def validate(cfg):
                 "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
                 "optimizer.learning_rate": cfg.optimizer.learning_rate}
     for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
+<<<<<<< HEAD
                 "data.max_train_samples", "data.max_validation_samples", "tracking.system_metrics_interval"):
+=======
+                "trainer.checkpoint_every_n_steps",
+                "data.max_train_samples", "data.max_validation_samples"):
+>>>>>>> main
         if OmegaConf.select(cfg, key) is not None:
             positive[key] = OmegaConf.select(cfg, key)
     for key, value in positive.items():
@@ -192,6 +208,7 @@ def validate(cfg):
             "a LoRA run saves its adapter, head and a record of its base; a full fine-tune its preset), merged "
             "(the merged preset), both, or none (no model; what log_preset=false did). Remove "
             "tracking.log_preset from the command or config and set tracking.save instead.")
+    _check_registry(cfg.tracking)
     if cfg.backbone.quantize:
         if cfg.lora.rank is None and cfg.backbone.trainable:
             raise ConfigError(f"backbone.quantize={cfg.backbone.quantize}: int8 weights cannot train. Set "
@@ -199,6 +216,16 @@ def validate(cfg):
         if cfg.backbone.dtype in ("float16", "mixed_float16"):
             raise ConfigError(f"backbone.quantize={cfg.backbone.quantize} with backbone.dtype={cfg.backbone.dtype}: "
                               "Keras's int8 layers do not compute in float16. Use bfloat16 or float32.")
+    if cfg.data.get("packing") and cfg.task.name != "causal_lm":
+        raise ConfigError(f"data.packing=true packs examples for language modelling; task={cfg.task.name} "
+                          "takes one example per row. Set task=causal_lm or data.packing=false.")
+    if cfg.data.get("streaming"):
+        if cfg.task.name != "causal_lm":
+            raise ConfigError(f"data.streaming=true streams examples for language modelling; task={cfg.task.name} "
+                              "maps labels over the whole file first. Set data.streaming=false.")
+        if cfg.data.get("packing"):
+            raise ConfigError("data.packing=true with data.streaming=true is not supported yet: packing needs the "
+                              "lengths of all examples up front. Choose one of the two.")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={cfg.data.validation_fraction} must be in (0, 1).")
     if cfg.data.source == "local" and not cfg.data.path:
@@ -206,3 +233,24 @@ def validate(cfg):
     if cfg.data.source == "huggingface" and not cfg.data.name:
         raise ConfigError("data.source=huggingface needs data.name=<dataset on the Hub>.")
 
+
+def _check_registry(tracking_cfg):
+    """`tracking.register` / `tracking.alias` as the MLflow registry accepts them
+    (its own rules: no '/' or ':' in a name; an alias of word characters and '-',
+    not `latest` or `v<N>`), so a bad name fails before training, not after."""
+    name, alias = tracking_cfg.get("register"), tracking_cfg.get("alias")
+    if name is not None and (not str(name).strip() or any(c in str(name) for c in "/:")):
+        raise ConfigError(f"tracking.register={name!r} is not a registered model name: it must be non-empty "
+                          "and contain no '/' or ':'. E.g. tracking.register=sentiment-classifier.")
+    if name is not None and tracking_cfg.save == "none":
+        raise ConfigError(f"tracking.register={name!r} with tracking.save=none: the run saves no model to "
+                          "register. Set tracking.save=adapter (or merged, both) or drop tracking.register.")
+    if alias is None:
+        return
+    if name is None:
+        raise ConfigError(f"tracking.alias={alias!r} names an alias of a registered model, but "
+                          "tracking.register is not set: add tracking.register=NAME.")
+    alias = str(alias)
+    if not re.fullmatch(r"[\w\-]{1,255}", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise ConfigError(f"tracking.alias={alias!r} is not a valid alias: use letters, digits, '_' and '-' "
+                          "(not 'latest' or 'v<number>', which MLflow reserves), e.g. tracking.alias=champion.")

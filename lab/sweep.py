@@ -60,6 +60,11 @@ class MlflowSweepCallback(Callback):
             client.log_metric(self.run_id, f"best_{metric}", best.data.metrics[f"final_{metric}"])
             client.set_tag(self.run_id, "best_run_id", best.info.run_id)
             client.set_tag(self.run_id, "best_overrides", best.data.tags.get("overrides", ""))
+            if config.tracking.get("register"):  # the jobs left registering to the sweep
+                from lab import registry
+
+                registry.register_best(client, self.run_id, client.get_run(best.info.run_id),
+                                       config.tracking.register, config.tracking.alias, metric)
         client.log_metric(self.run_id, "jobs_finished", len(children))
         self._end(client, "FINISHED")
 

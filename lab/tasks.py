@@ -2,22 +2,48 @@
 
 import tasks
 from backbones.chat_template import ChatTemplateError
+from lab import data, streaming, training
 from tasks import examples
 
 
-def build_task(cfg, backbone, sequence_length):
-    """The Task of the `task` config node on `backbone`."""
+def build_task(cfg, backbone, sequence_length, packing=False):
+    """The Task of the `task` config node on `backbone` (`packing`: `data.packing`)."""
     if cfg.name == "classifier":
         return tasks.TextClassifier(backbone, num_classes=cfg.num_classes, sequence_length=sequence_length,
                                     dropout=cfg.dropout)
-    return tasks.CausalLM(backbone, sequence_length=sequence_length)
+    return tasks.CausalLM(backbone, sequence_length=sequence_length, packing=packing)
 
 
-def task_arrays(task, split, data_cfg):
-    """`(x, y)` or `(x, y, sample_weight)` arrays of a data split, tokenised once."""
-    if isinstance(task, tasks.CausalLM):
-        return task.preprocessor.causal_lm_examples(causal_lm_examples(task, split, data_cfg))
-    return task.preprocessor(split.texts), split.labels
+def make_train_batches(task, split, data_cfg, batch_size, seed, epoch=0):
+    """The training batches from epoch `epoch`: `training.EpochBatches` of a
+    split tokenised once, or for a streamed split (`streaming.ExampleStream`)
+    a `streaming.KerasStream` tokenising batch by batch; both give epoch k
+    the same order whatever ran before, so a resumed run sees the same data."""
+    if not isinstance(split, streaming.ExampleStream):
+        return training.EpochBatches(task_arrays(task, split, data_cfg), batch_size, seed, epoch=epoch)
+    steps = split.count() // batch_size  # one read of the file, nothing tokenised
+    if steps == 0:
+        raise data.ConfigError(f"{split.path} has fewer training examples than trainer.batch_size={batch_size}.")
+    batch = streaming.StreamBatches(
+        split, lambda items: task_arrays(task, data.Split(items, format=split.format), data_cfg), batch_size, epoch)
+    return streaming.KerasStream(batch, steps)
+
+
+def task_arrays(task, split, data_cfg, pack=True):
+    """`(x, y)` or `(x, y, sample_weight)` arrays of a data split, tokenised once;
+    packed rows when the task packs and `pack` (validation: one example per row)."""
+    if not isinstance(task, tasks.CausalLM):
+        return task.preprocessor(split.texts), split.labels
+    items = causal_lm_examples(task, split, data_cfg)
+    if not task.packing:
+        return task.preprocessor.causal_lm_examples(items)
+    if pack:
+        arrays, stats = task.preprocessor.packed_causal_lm_examples(items)
+        print(f"Packing: {stats.examples} examples in {stats.rows} rows of {stats.sequence_length}, "
+              f"padding {stats.waste:.1%} of slots (unpacked: {stats.unpacked_waste:.1%}).")
+        return arrays
+    x, y, weight = task.preprocessor.causal_lm_examples(items)
+    return {**x, "segment_ids": x["padding_mask"]}, y, weight
 
 
 def causal_lm_examples(task, split, data_cfg):

@@ -185,16 +185,19 @@ def _server_http_env(uri):
             os.environ.pop(key, None)
 
 
-def log_metrics(metrics, step=0, model_id=None):
+def log_metrics(metrics, step=0, model_id=None, wait=False):
     """Logs `{name: value}` to the active run through its `MetricLog` (kept
-    and sent again if the server does not answer); returns at once.
-    `model_id` links them to a LoggedModel too."""
+    and sent again if the server does not answer); returns at once, or with
+    `wait` once they are in the store (`wait_metrics_sent`). `model_id` links
+    them to a LoggedModel too."""
     if _metric_log is None:
         import mlflow
 
         mlflow.log_metrics(metrics, step=step, model_id=model_id)
-    else:
-        _metric_log.log(metrics, step, model_id=model_id)
+        return
+    _metric_log.log(metrics, step, model_id=model_id)
+    if wait:
+        wait_metrics_sent()
 
 
 def wait_metrics_sent():
@@ -392,18 +395,26 @@ def log_datasets(data_cfg, train_split, val_split):
     import mlflow
     import pandas as pd
 
+    from mlflow.data.meta_dataset import MetaDataset
+
     for context, split in (("training", train_split), ("validation", val_split)):
-        frame = _columns(split)
         source, name = dataset_source(data_cfg, context)
         with warnings.catch_warnings():
             # MLflow registers its local source twice (schemes "" and "file") and warns that a path
             # matches both; and hints that integer columns cannot hold missing values (labels never do).
             warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
             warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer")
-            dataset = mlflow.data.from_pandas(pd.DataFrame(frame), source=source, name=name,
-                                              targets="label" if split.labels is not None else None)
+            if not hasattr(split, "texts"):  # a streamed file (lab.streaming): its source, not its rows
+                if isinstance(source, str):
+                    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+                    source = resolve_dataset_source(source)
+                dataset = MetaDataset(source, name=name)
+            else:
+                dataset = mlflow.data.from_pandas(pd.DataFrame(_columns(split)), source=source, name=name,
+                                                  targets="label" if split.labels is not None else None)
             mlflow.log_input(dataset, context=context)
-    if train_split.label_names:
+    if getattr(train_split, "label_names", None):
         mlflow.log_dict({"label_names": train_split.label_names}, "labels.json")
 
 

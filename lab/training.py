@@ -74,11 +74,15 @@ class EpochBatches(keras.utils.PyDataset):
         self.arrays, self.batch_size, self.seed, self.shuffle = arrays, batch_size, seed, shuffle
         self.size = len(keras.tree.flatten(arrays[0])[0])
         self.epoch = epoch
-        self._order()
+        self.offset = 0  # batches of a resumed epoch trained before the interruption (`skip_to`)
+        self._orders = {}
 
-    def _order(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+    def _order(self, epoch):
+        if epoch not in self._orders:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._orders = {epoch: rng.permutation(self.size) if self.shuffle else np.arange(self.size),
+                            **{e: o for e, o in self._orders.items() if e == epoch - 1}}
+        return self._orders[epoch]
 
     @property
     def num_batches(self):
@@ -87,13 +91,21 @@ class EpochBatches(keras.utils.PyDataset):
     def __len__(self):
         return self.num_batches
 
+    def skip_to(self, step):
+        """Resumes after `step` batches in all (a mid-epoch checkpoint's optimizer
+        step): batch i of this Keras epoch is then batch `step + i` of the run,
+        running on into the next pass over the data. Later Keras epochs are
+        shifted by the same number of batches; the sequence of batches is the
+        uninterrupted run's."""
+        self.offset = step - self.epoch * self.num_batches
+
     def __getitem__(self, index):
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        epoch, index = divmod(self.epoch * self.num_batches + self.offset + index, self.num_batches)
+        rows = self._order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
         return keras.tree.map_structure(lambda a: a[rows], self.arrays)
 
     def on_epoch_end(self):
         self.epoch += 1
-        self._order()
 
 
 class StepLogger(keras.callbacks.Callback):

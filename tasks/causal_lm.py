@@ -29,6 +29,23 @@ class LMHead(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self._vocabulary_size,)
 
 
+class PackedDecoder(keras.layers.Layer):
+    """The backbone on packed rows: `backbone.call_packed(token_ids,
+    segment_ids * padding_mask)`. Holds no tracked reference to the backbone
+    (the task tracks it), like `LMHead`."""
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(**kwargs)
+        self._call = backbone.call_packed
+        self._hidden_dim = backbone.output.shape[-1]
+
+    def call(self, token_ids, padding_mask, segment_ids, training=None):
+        return self._call(token_ids, segment_ids * ops.cast(padding_mask, "int32"), training=training)
+
+    def compute_output_shape(self, token_ids_shape, *args):
+        return tuple(token_ids_shape) + (self._hidden_dim,)
+
+
 class Perplexity(keras.metrics.MeanMetricWrapper):
     """exp(mean cross-entropy) over the weighted (real) tokens seen so far.
 
@@ -61,6 +78,13 @@ class CausalLM(Task):
             needs its `init_cache` / `call_with_cache` (or `use_cache=False`).
         preprocessor: tasks.Preprocessor. Default: one from `backbone.tokenizer`.
         sequence_length: int. Training length when the preprocessor is built here.
+        packing: bool. Train on packed rows: several texts per row, each
+            attending only to itself with positions restarting at 0, so the
+            loss equals the unpacked one on the same texts with less padding.
+            `fit` on strings packs them (`Preprocessor.packed_causal_lm`); a
+            token dict may carry `segment_ids`. Predicting, evaluating and
+            generating are per text as without packing. A training choice,
+            not saved in presets.
         name: str. Keras model name.
 
     Example:
@@ -73,41 +97,75 @@ class CausalLM(Task):
     True
     """
 
-    def __init__(self, backbone, preprocessor=None, sequence_length=128, **kwargs):
+    def __init__(self, backbone, preprocessor=None, sequence_length=128, packing=False, **kwargs):
         if backbone.is_encoder:
             raise TaskConfigError(
                 f"CausalLM needs a decoder backbone; {type(backbone).__name__} is a bidirectional "
                 "encoder (is_encoder=True). Use a GPT-2, Llama or Gemma preset."
             )
+        if packing and not backbone.supports_packing:
+            raise TaskConfigError(
+                f"packing=True needs a backbone that takes packed rows (call_packed); "
+                f"{type(backbone).__name__} does not. Train without packing (data.packing=false).")
         preprocessor = build_preprocessor(backbone, preprocessor, sequence_length)
 
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
+        self.packing = bool(packing)
         self.lm_head = LMHead(backbone, dtype=backbone.dtype_policy, name="lm_head")
 
         # === Functional model ===
         inputs = task_inputs(backbone)
-        logits = self.lm_head(sequence_output(backbone(inputs)))
+        if self.packing:  # a graph of its own: the unpacked one builds no segment mask
+            inputs["segment_ids"] = keras.Input(shape=(None,), dtype="int32", name="segment_ids")
+            hidden = PackedDecoder(backbone, dtype=backbone.dtype_policy, name="packed_decoder")(
+                inputs["token_ids"], inputs["padding_mask"], inputs["segment_ids"])
+        else:
+            hidden = sequence_output(backbone(inputs))
+        logits = self.lm_head(hidden)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self._generate_functions = {}
 
+    def fit(self, x=None, y=None, batch_size=None, sample_weight=None, **kwargs):
+        """`Task.fit`; with `packing`, in-memory strings are packed first."""
+        if self.packing and data.is_in_memory(x) and not data.is_token_dict(x):
+            self._check_texts_only(y, sample_weight)
+            (x, y, sample_weight), _ = self.preprocessor.packed_causal_lm(x)
+        return super().fit(x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
+
+    def _check_texts_only(self, y, sample_weight):
+        if y is not None or sample_weight is not None:
+            raise TaskInputError(
+                "CausalLM learns from the texts themselves: pass raw strings without y "
+                "or sample_weight (or token dicts with your own y and sample_weight)."
+            )
+
     def _preprocess(self, x, y=None, sample_weight=None):
         if not data.is_token_dict(x):
-            if y is not None or sample_weight is not None:
-                raise TaskInputError(
-                    "CausalLM learns from the texts themselves: pass raw strings without y "
-                    "or sample_weight (or token dicts with your own y and sample_weight)."
-                )
-            return self.preprocessor.causal_lm(x)
-        inputs = self._pack_inputs(x)
+            self._check_texts_only(y, sample_weight)
+            inputs, targets, weights = self.preprocessor.causal_lm(x)
+            return self._with_segments(inputs, x), targets, weights
+        inputs = self._with_segments(self._pack_inputs(x), x)
         if y is not None:
             out = (inputs, np.asarray(y, "int32"))
             return out if sample_weight is None else out + (np.asarray(sample_weight, "float32"),)
-        # Token ids without targets: predict each next token of the sequence.
+        # Token ids without targets: predict each next token of the sequence
+        # (of the same packed example: none across a segment boundary).
         ids, mask = inputs["token_ids"], inputs["padding_mask"]
-        shifted = {"token_ids": ids[:, :-1], "padding_mask": mask[:, :-1]}
-        return shifted, ids[:, 1:], mask[:, 1:].astype("float32")
+        shifted = {k: v[:, :-1] for k, v in inputs.items()}
+        weight = mask[:, 1:].astype("float32")
+        if self.packing:
+            weight *= inputs["segment_ids"][:, 1:] == inputs["segment_ids"][:, :-1]
+        return shifted, ids[:, 1:], weight
+
+    def _with_segments(self, inputs, x):
+        """Packing: `segment_ids` from a token dict, else one example per row."""
+        if not self.packing:
+            return inputs
+        given = x.get("segment_ids") if data.is_token_dict(x) else None
+        segments = inputs["padding_mask"] if given is None else np.asarray(given, "int32")
+        return {**inputs, "segment_ids": segments}
 
     def _default_loss(self):
         # Divide by the summed weights (real tokens), not by every position.

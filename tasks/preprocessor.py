@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 from backbones.chat_template import normalize_messages
-from tasks import examples
+from tasks import examples, packing
 from tasks.errors import MissingTokenizerError, TaskConfigError, TaskInputError, TruncationWarning
 
 # Texts per call of the Rust batch encoder: bounds the memory of the
@@ -132,6 +132,23 @@ class Preprocessor:
         arrays, truncated = examples.causal_lm_rows(items, self.sequence_length, self.pad_id)
         self._note_truncation(truncated, len(items))
         return arrays
+
+    def packed_causal_lm(self, texts):
+        """`((inputs, targets, sample_weight), stats)` with several texts per row.
+
+        Each text is `[BOS] tokens [EOS]` as in `causal_lm` (cut at
+        `sequence_length + 1` ids); rows are filled by best-fit decreasing
+        (`tasks.packing`) and `inputs` gains `segment_ids` (1, 2, ... per text
+        in its row, 0 on padding) for `CausalLM(..., packing=True)`.
+        """
+        return self.packed_causal_lm_examples(examples.from_token_ids(self.tokenize(texts), self.bos_id, self.eos_id))
+
+    def packed_causal_lm_examples(self, items):
+        """`packed_causal_lm` of `tasks.examples.Example`s: the weight is each
+        target token's loss mask, as in `causal_lm_examples`."""
+        self._note_truncation(sum(len(ex) > self.sequence_length + 1 for ex in items), len(items))
+        return packing.pack([ex.token_ids for ex in items], self.sequence_length, self.pad_id,
+                            weights=[ex.loss_mask for ex in items])
 
     def prompts(self, texts):
         """Unpadded, untruncated `[BOS] tokens` of each prompt (for generation)."""

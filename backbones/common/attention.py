@@ -30,6 +30,39 @@ def decoder_attention_mask(padding_mask, query_length, start_index=0, sliding_wi
     return ops.logical_and(visible[None], ops.cast(padding_mask, "bool")[:, None, :])
 
 
+def packed_attention_mask(segment_ids, sliding_window=None):
+    """The mask and positions of packed rows: several examples per row.
+
+    `segment_ids` `(batch, seq)` int numbers each row's examples 1, 2, ...
+    (0 is padding). Returns `(mask, positions)`: the boolean
+    `(batch, query, key)` mask where key j is visible to query i if both are
+    in the same example and j <= i (and, with a sliding window,
+    i - j < sliding_window), and the int32 `(batch, seq)` position of each
+    token inside its example (0 at each example's first token; 0 on padding).
+    Positions are the row sums of the causal same-example mask, minus one: no
+    cumulative op, and correct for any example lengths. Unpacked rows
+    (segment ids = padding mask) give `decoder_attention_mask` and 0, 1, 2, ...
+
+    Example:
+    >>> import numpy as np
+    >>> mask, positions = packed_attention_mask(np.array([[1, 1, 2, 2, 2, 0]]))
+    >>> np.asarray(positions).tolist()
+    [[0, 1, 0, 1, 2, 0]]
+    >>> np.asarray(mask[0, 3]).astype(int).tolist()  # the second token of example 2
+    [0, 0, 1, 1, 0, 0]
+    """
+    segment_ids = ops.convert_to_tensor(segment_ids, "int32")
+    index = ops.arange(ops.shape(segment_ids)[1])
+    causal = index[None, :] <= index[:, None]
+    same = ops.equal(segment_ids[:, :, None], segment_ids[:, None, :])
+    mask = ops.logical_and(ops.logical_and(causal[None], same), ops.not_equal(segment_ids, 0)[:, None, :])
+    positions = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=-1) - 1, 0)
+    if sliding_window is not None:
+        # Inside one example, index distance is position distance.
+        mask = ops.logical_and(mask, (index[:, None] - index[None, :] < sliding_window)[None])
+    return mask, positions
+
+
 class DecoderMask(keras.layers.Layer):
     """`decoder_attention_mask` of a full sequence, as a layer for functional graphs."""
 

@@ -6,7 +6,7 @@ from keras import ops
 
 from backbones.backbone import normal_initializer
 from backbones.common.dense import Dense
-from backbones.common.attention import GroupedQueryAttention, decoder_attention_mask
+from backbones.common.attention import GroupedQueryAttention, decoder_attention_mask, packed_attention_mask
 from backbones.common.rms_norm import RMSNormalization
 
 # The LoRA target names of this block's layers: `common.facts.DECODER_LORA_TARGETS`.
@@ -99,3 +99,15 @@ def decode_with_cache(backbone, x, token_ids, padding_mask, cache, cache_index, 
         x, layer_cache = block(x, rotary=rotary, attention_mask=mask, cache=cache[:, i], cache_index=cache_index)
         caches.append(layer_cache)
     return backbone.layer_norm(x), ops.stack(caches, axis=1)
+
+
+def decode_packed(backbone, x, token_ids, segment_ids, sliding_window=None, training=None):
+    """The blocks and final norm of a Llama-style `backbone` on embedded packed
+    rows `x`: attention stays inside each example of `segment_ids` and rotary
+    positions restart at each example (`attention.packed_attention_mask`).
+    Returns the hidden states."""
+    mask, positions = packed_attention_mask(segment_ids, sliding_window)
+    rotary = backbone.rotary_embedding(token_ids, position_ids=positions)
+    for block in backbone.transformer_layers:
+        x = block(x, rotary=rotary, attention_mask=mask, training=training)
+    return backbone.layer_norm(x)

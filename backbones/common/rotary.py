@@ -66,14 +66,19 @@ class RotaryEmbedding(keras.layers.Layer):
             head_dim, theta, scaling_type, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
         self.built = True
 
-    def call(self, token_ids, start_index=0):
-        positions = ops.cast(ops.arange(ops.shape(token_ids)[1]) + start_index, "float32")
-        freqs = positions[:, None] * ops.convert_to_tensor(self.inverse_frequencies)[None, :]
+    def call(self, token_ids, start_index=0, position_ids=None):
+        if position_ids is None:
+            positions = ops.cast(ops.arange(ops.shape(token_ids)[1]) + start_index, "float32")
+        else:  # packed rows: `(batch, seq)` positions restarting per example, angles `(batch, seq, head_dim)`
+            positions = ops.cast(position_ids, "float32")
+        freqs = positions[..., None] * ops.convert_to_tensor(self.inverse_frequencies)
         angles = ops.concatenate([freqs, freqs], axis=-1)
         return ops.cos(angles), ops.sin(angles)
 
-    def compute_output_spec(self, token_ids, start_index=0):
+    def compute_output_spec(self, token_ids, start_index=0, position_ids=None):
         shape = (token_ids.shape[1], self.head_dim)
+        if position_ids is not None:
+            shape = tuple(position_ids.shape) + (self.head_dim,)
         return keras.KerasTensor(shape, "float32"), keras.KerasTensor(shape, "float32")  # two distinct tensors
 
     def get_config(self):
@@ -84,8 +89,10 @@ class RotaryEmbedding(keras.layers.Layer):
 
 
 def apply_rotary(x, cos, sin):
-    """Rotates `x` `(batch, seq, heads, head_dim)` by `(seq, head_dim)` angles."""
-    cos = ops.cast(cos, x.dtype)[None, :, None, :]
-    sin = ops.cast(sin, x.dtype)[None, :, None, :]
+    """Rotates `x` `(batch, seq, heads, head_dim)` by `(seq, head_dim)` angles,
+    or by `(batch, seq, head_dim)` ones (packed rows, positions per token)."""
+    per_row = len(cos.shape) == 3  # static: the unpacked graph is unchanged
+    cos = ops.cast(cos, x.dtype)[:, :, None, :] if per_row else ops.cast(cos, x.dtype)[None, :, None, :]
+    sin = ops.cast(sin, x.dtype)[:, :, None, :] if per_row else ops.cast(sin, x.dtype)[None, :, None, :]
     first, second = ops.split(x, 2, axis=-1)
     return x * cos + ops.concatenate([-second, first], axis=-1) * sin

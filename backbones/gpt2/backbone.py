@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from backbones.backbone import Backbone, normal_initializer
+from backbones.common.attention import packed_attention_mask
 from backbones.common.logits import tied_logits
 from backbones.gpt2.family import FAMILY
 from backbones.gpt2.layers import CausalMask, GPT2Block, PositionEmbedding, causal_attention_mask
@@ -66,9 +67,19 @@ class GPT2Backbone(Backbone):
         self.hidden_dim, self.intermediate_dim, self.dropout = hidden_dim, intermediate_dim, dropout
         self.max_sequence_length, self.layer_norm_epsilon = max_sequence_length, layer_norm_epsilon
 
-    def _embed(self, token_ids, start_index=0, training=None):
-        x = self.token_embedding(token_ids) + self.position_embedding(token_ids, start_index=start_index)
+    def _embed(self, token_ids, start_index=0, training=None, position_ids=None):
+        x = self.token_embedding(token_ids) + self.position_embedding(
+            token_ids, start_index=start_index, position_ids=position_ids)
         return x if self.embeddings_dropout is None else self.embeddings_dropout(x, training=training)
+
+    def call_packed(self, token_ids, segment_ids, training=None):
+        """Hidden states of packed rows (see `Backbone.call_packed`): learned
+        positions restart at each example, attention stays inside it."""
+        mask, positions = packed_attention_mask(segment_ids)
+        x = self._embed(token_ids, training=training, position_ids=positions)
+        for block in self.transformer_layers:
+            x = block(x, attention_mask=mask, training=training)
+        return self.layer_norm(x)
 
     def compute_logits(self, hidden_states):
         """Next-token logits `(..., vocabulary_size)` of final hidden states:

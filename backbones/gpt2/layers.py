@@ -11,7 +11,8 @@ from backbones.common.dense import Dense
 
 class PositionEmbedding(keras.layers.Layer):
     """Learned absolute positions: returns the embeddings of positions
-    `start_index .. start_index + seq_len` for a `(batch, seq_len)` input."""
+    `start_index .. start_index + seq_len` for a `(batch, seq_len)` input
+    (shape `(1, seq_len, hidden)`), or of `position_ids` `(batch, seq_len)`."""
 
     def __init__(self, sequence_length, hidden_dim, **kwargs):
         super().__init__(**kwargs)
@@ -23,7 +24,9 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=normal_initializer(0.02),
         )
 
-    def call(self, token_ids, start_index=0):
+    def call(self, token_ids, start_index=0, position_ids=None):
+        if position_ids is not None:  # packed rows: `(batch, seq)` positions restarting per example
+            return ops.take(self.embeddings, position_ids, axis=0)
         length = ops.shape(token_ids)[1]
         return ops.expand_dims(ops.slice(self.embeddings, (start_index, 0), (length, self.hidden_dim)), 0)
 

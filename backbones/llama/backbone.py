@@ -5,7 +5,7 @@ import keras
 from backbones.backbone import Backbone, normal_initializer
 from backbones.common.dense import Dense
 from backbones.common.attention import DecoderMask
-from backbones.common.decoder import GatedDecoderBlock, decode_with_cache, init_decoder_cache
+from backbones.common.decoder import GatedDecoderBlock, decode_packed, decode_with_cache, init_decoder_cache
 from backbones.common.logits import tied_logits
 from backbones.common.rms_norm import RMSNormalization
 from backbones.common.rotary import RotaryEmbedding
@@ -130,6 +130,10 @@ class LlamaBackbone(Backbone):
         updating `cache` (see `common.decoder.decode_with_cache`). Returns
         `(hidden_states, new_cache)`."""
         return decode_with_cache(self, self.token_embedding(token_ids), token_ids, padding_mask, cache, cache_index, self.sliding_window)
+
+    def call_packed(self, token_ids, segment_ids, training=None):
+        """Hidden states of packed rows (see `Backbone.call_packed`)."""
+        return decode_packed(self, self.token_embedding(token_ids), token_ids, segment_ids, self.sliding_window, training)
 
     def get_config(self):
         return {

@@ -71,6 +71,11 @@ def test_typos_and_wrong_types_fail_at_composition(override, message):
     (["backbone.quantize=int4", "lora.rank=4"], "backbone.quantize='int4' is not one of"),
     (["backbone.quantize=int8"], "int8 weights cannot train. Set lora.rank"),
     (["backbone.quantize=int8", "lora.rank=4", "backbone.dtype=float16"], "do not compute in float16"),
+    (["tracking.register=team/model"], "tracking.register='team/model' is not a registered model name"),
+    (["tracking.register=clf", "tracking.save=none"], "saves no model to register"),
+    (["tracking.alias=champion"], "tracking.register is not set"),
+    (["tracking.register=clf", "tracking.alias=latest"], "tracking.alias='latest' is not a valid alias"),
+    (["tracking.register=clf", "tracking.alias=v2"], "tracking.alias='v2' is not a valid alias"),
 ])
 def test_impossible_values_fail_validation(override, message):
     try:

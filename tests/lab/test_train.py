@@ -45,6 +45,12 @@ def runs(tmp_path, experiment="backbone-lab"):
     return c.search_runs([c.get_experiment_by_name(experiment).experiment_id], order_by=["attributes.start_time ASC"])
 
 
+def model_parts(c, run_id):
+    """Top-level paths of the run's logged model (MLflow 3 keeps a model's files under the model, not the run)."""
+    (output,) = c.get_run(run_id).outputs.model_outputs
+    return {a.path for a in c.list_logged_model_artifacts(output.model_id)}
+
+
 def test_default_run_logs_everything_and_artifacts_load_back(tmp_path):
     result = train(tmp_path, *FAST, "lora.rank=4", "hydra.run.dir=out", quiet=True)
     assert "Open it: mlflow ui" in result.stdout
@@ -71,15 +77,20 @@ def test_default_run_logs_everything_and_artifacts_load_back(tmp_path):
     history = c.get_metric_history(run.info.run_id, "step_loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5]  # debug=fast: 5 steps, logged every step
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "hydra", "model"} <= artifacts and "preset" not in artifacts
+    assert {"config.yaml", "hydra"} <= artifacts and not {"model", "preset"} & artifacts
+    assert {"MLmodel", "model"} <= model_parts(c, run.info.run_id) and "preset" not in model_parts(c, run.info.run_id)
     assert "saved model/" in result.stdout
 
     # Disk: the adapter, head and logs, written once; no copy of the base weights (the tiny preset's
     # model.weights.h5 alone is > 20x the model/ files, so one copy anywhere fails this).
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     model_bytes = sum(p.stat().st_size for p in files if p.parent.name == "model")
+<<<<<<< HEAD
     logs = [p for p in files
             if p.name in ("mlflow.db", "mlflow.db.lock") or p.suffix in (".yaml", ".log", ".txt", ".json")]
+=======
+    logs = [p for p in files if p.name in ("mlflow.db", "MLmodel") or p.suffix in (".yaml", ".log", ".txt", ".json")]
+>>>>>>> main
     other = [p for p in files if p.parent.name != "model" and p not in logs]
     assert other == [] and not list(tmp_path.glob(".checkpoints/*"))
     assert model_bytes * 20 < (backbones.handles.resolve_preset("gpt2_tiny_en") / "model.weights.h5").stat().st_size
@@ -94,14 +105,15 @@ def test_merged_and_both_save_one_preset_copy(tmp_path):
     train(tmp_path, "-m", *FAST, "lora.rank=2", "tracking.save=merged,both", "trainer.checkpoint=false")
     children = {r.data.params["tracking.save"]: r for r in runs(tmp_path) if r.data.tags.get("mlflow.parentRunId")}
     c = client(tmp_path)
-    assert {a.path for a in c.list_artifacts(children["merged"].info.run_id)} >= {"preset"}
-    assert "model" not in {a.path for a in c.list_artifacts(children["merged"].info.run_id)}
-    assert {a.path for a in c.list_artifacts(children["both"].info.run_id)} >= {"preset", "model"}
+    assert model_parts(c, children["merged"].info.run_id) >= {"preset"}
+    assert "model" not in model_parts(c, children["merged"].info.run_id)
+    assert model_parts(c, children["both"].info.run_id) >= {"preset", "model"}
     assert len(list(tmp_path.rglob("model.weights.h5"))) == 2  # one per run: nothing in multirun/, no second copy
 
     import tasks
 
-    both = Path(c.get_run(children["both"].info.run_id).info.artifact_uri.removeprefix("file://"))
+    (output,) = c.get_run(children["both"].info.run_id).outputs.model_outputs
+    both = artifacts_lib.local_artifact_dir(c.get_logged_model(output.model_id).artifact_location)
     merged = tasks.Task.from_preset(both / "preset")
     adapter = artifacts_lib.load_run_model(both)  # base + adapter + head
     texts = ["The movie was great.", "Dull."]
@@ -132,7 +144,7 @@ def test_every_family_trains_through_train_py(tmp_path):
     children = [r for r in runs(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
     assert sorted(r.data.params["backbone.preset"] for r in children) == [
         "bert_tiny_random_en", "gemma_tiny_en", "llama_tiny_en"]
-    assert all(r.info.status == "FINISHED" and "model" in {a.path for a in client(tmp_path).list_artifacts(r.info.run_id)}
+    assert all(r.info.status == "FINISHED" and "model" in model_parts(client(tmp_path), r.info.run_id)
                for r in children)
 
 
@@ -247,19 +259,26 @@ def test_logs_to_a_real_mlflow_server(tmp_path):
             except OSError:
                 assert time.time() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
-        result = train(tmp_path, *FAST, "tracking=server", f"tracking.uri={uri}", "lora.rank=2")
+        result = train(tmp_path, *FAST, "tracking=server", f"tracking.uri={uri}", "lora.rank=2",
+                       "tracking.register=clf", "tracking.alias=champion")
         import mlflow
 
         c = mlflow.MlflowClient(uri)
         (run,) = c.search_runs([c.get_experiment_by_name("backbone-lab").experiment_id])
         assert run.info.status == "FINISHED" and "final_val_accuracy" in run.data.metrics
-        assert {"config.yaml", "model"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
+        assert "config.yaml" in {a.path for a in c.list_artifacts(run.info.run_id)}
+        assert "model" in model_parts(c, run.info.run_id)
         # A remote artifact store: the model is uploaded from a temporary directory, deleted after.
         assert "saved model/" in result.stdout and "mlflow-artifacts:" in result.stdout
         assert not [p for p in tmp_path.rglob("*") if p.name == "adapter.lora.safetensors"
                     and "artifacts" not in p.relative_to(tmp_path).parts[0]]
         task = artifacts_lib.load_run_model(run.info.run_id, tracking_uri=uri, dst_dir=tmp_path / "dl")
-        assert task.backbone.lora_spec.rank == 2 and (tmp_path / "dl" / "model" / "adapter.lora.safetensors").is_file()
+        # The run registered its own model in the server's registry.
+        version = c.get_model_version_by_alias("clf", "champion")
+        assert version.version == "1" and version.run_id == run.info.run_id
+        assert version.source == f"models:/{run.outputs.model_outputs[0].model_id}"
+        assert task.backbone.lora_spec.rank == 2
+        assert len(list((tmp_path / "dl").rglob("model/adapter.lora.safetensors"))) == 1
     finally:
         server.terminate()
         server.wait(timeout=30)
