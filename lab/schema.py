@@ -118,17 +118,14 @@ class TrackingConfig:
     save: str = "adapter"
     log_preset: Optional[bool] = None  # replaced by `save`: set, it fails with a message saying how
     reproduce_of: Optional[str] = None  # set by scripts/reproduce.py
-<<<<<<< HEAD
+    register: Optional[str] = None  # registered model name: a run registers its model, a sweep its best job's
+    alias: Optional[str] = None  # alias of that version, e.g. champion (needs register)
     # CPU, memory, disk, network as system/* metrics every N seconds (null: off). MLflow's default
     # is 10 s; 5 gives a debug run of half a minute a few points, a day-long run 17k per metric.
     system_metrics_interval: Optional[float] = 5.0
     # A server that stops answering mid-run: training goes on, metrics are kept; at the end the run
     # waits this many seconds for it to come back before naming the file that holds what is unsent.
     reconnect_timeout: int = 300
-=======
-    register: Optional[str] = None  # registered model name: a run registers its model, a sweep its best job's
-    alias: Optional[str] = None  # alias of that version, e.g. champion (needs register)
->>>>>>> main
 
 
 @dataclass
@@ -179,12 +176,8 @@ def validate(cfg):
                 "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
                 "optimizer.learning_rate": cfg.optimizer.learning_rate}
     for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
-<<<<<<< HEAD
-                "data.max_train_samples", "data.max_validation_samples", "tracking.system_metrics_interval"):
-=======
-                "trainer.checkpoint_every_n_steps",
+                "trainer.checkpoint_every_n_steps", "tracking.system_metrics_interval",
                 "data.max_train_samples", "data.max_validation_samples"):
->>>>>>> main
         if OmegaConf.select(cfg, key) is not None:
             positive[key] = OmegaConf.select(cfg, key)
     for key, value in positive.items():

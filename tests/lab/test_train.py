@@ -85,12 +85,8 @@ def test_default_run_logs_everything_and_artifacts_load_back(tmp_path):
     # model.weights.h5 alone is > 20x the model/ files, so one copy anywhere fails this).
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     model_bytes = sum(p.stat().st_size for p in files if p.parent.name == "model")
-<<<<<<< HEAD
-    logs = [p for p in files
-            if p.name in ("mlflow.db", "mlflow.db.lock") or p.suffix in (".yaml", ".log", ".txt", ".json")]
-=======
-    logs = [p for p in files if p.name in ("mlflow.db", "MLmodel") or p.suffix in (".yaml", ".log", ".txt", ".json")]
->>>>>>> main
+    logs = [p for p in files if p.name in ("mlflow.db", "mlflow.db.lock", "MLmodel")
+            or p.suffix in (".yaml", ".log", ".txt", ".json")]
     other = [p for p in files if p.parent.name != "model" and p not in logs]
     assert other == [] and not list(tmp_path.glob(".checkpoints/*"))
     assert model_bytes * 20 < (backbones.handles.resolve_preset("gpt2_tiny_en") / "model.weights.h5").stat().st_size
