@@ -204,8 +204,8 @@ def wait_metrics_sent():
     """Blocks until the active run's metrics are all sent, before what needs
     the server (artifacts, the run's end); raises `_StoreGone` after
     tracking.reconnect_timeout seconds."""
-    if _metric_log is None or _metric_log.wait_sent(timeout=0):
-        return
+    if _metric_log is None or _metric_log.wait_sent(timeout=0 if _metric_log.down_since else 30):
+        return  # a store that answers takes them in a moment: no message
     print(f"Waiting up to {_reconnect_timeout} s (tracking.reconnect_timeout) for MLflow at {_metric_log.uri} "
           f"to take {_metric_log.unsent} kept metrics...", file=sys.stderr)
     if not _metric_log.wait_sent(_reconnect_timeout):
