@@ -36,7 +36,6 @@ def main(cfg: DictConfig) -> float:
     console.quiet_start(verbose=bool(hydra_cfg.verbose) or os.environ.get("HYDRA_FULL_ERROR") == "1")
 
     import keras
-    import mlflow
 
     import backbones
     from lab import artifacts, checkpoint, data, distribution, mlflow_model, streaming, sweep, tracking, training
@@ -55,8 +54,7 @@ def main(cfg: DictConfig) -> float:
         training.seed_everything(cfg.seed, cfg.trainer.deterministic)
 
         train_split, val_split = (streaming if streaming.enabled(cfg.data) else data).load(cfg.data, cfg.seed)
-        if train_split.label_names:
-            mlflow.log_dict({"label_names": train_split.label_names}, "labels.json")
+        tracking.log_datasets(cfg.data, train_split, val_split)  # and labels.json
 
         dtype = {"dtype": cfg.backbone.dtype} if cfg.backbone.dtype else {}
         # quantize=int8: each layer quantized as it is read, so the float model is never held.
@@ -97,7 +95,7 @@ def main(cfg: DictConfig) -> float:
 
         gc.collect()  # finalise the data generator of a run stopped mid-epoch (max_steps) while Python is alive
         metrics = task.evaluate(val_batches, return_dict=True, verbose=0)
-        mlflow.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()})
+        tracking.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()}, wait=True)  # log_model reads them
         saved = mlflow_model.log_model(task, base, cfg, train_split.label_names, val_split.texts[:2])
         checkpoint.clear(checkpoint_dir)
 

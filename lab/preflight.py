@@ -18,6 +18,7 @@ Nothing here imports keras or mlflow.
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -253,14 +254,18 @@ def writable(tracking_cfg, output_dir):
 
 
 def tracking_reachable(tracking_cfg):
-    """A tracking server must answer /health (MLflow itself would retry for minutes)."""
+    """A tracking server must answer /health within `TRACKING_TIMEOUT` s: MLflow
+    itself would retry for minutes, silently, before the run even starts."""
     uri = tracking_cfg.uri
     if not uri or not uri.startswith(("http://", "https://")):
         return []
     try:
         urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=TRACKING_TIMEOUT)
     except (urllib.error.URLError, OSError) as e:
+        where = urllib.parse.urlsplit(uri)
         raise ConfigError(
-            f"tracking.uri={uri} does not answer ({getattr(e, 'reason', e)}). Start the server "
-            "(mlflow server --host 127.0.0.1 --port 5000) or log locally with tracking=local.") from None
+            f"tracking.uri={uri} does not answer ({getattr(e, 'reason', e)}; asked {uri.rstrip('/')}/health "
+            f"with a {TRACKING_TIMEOUT} s timeout). Start the server (mlflow server --host {where.hostname} "
+            f"--port {where.port or (443 if where.scheme == 'https' else 80)}), fix tracking.uri, or log "
+            "locally with tracking=local (a sqlite store in this directory).") from None
     return [f"tracking.uri={uri}: reachable"]

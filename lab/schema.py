@@ -128,6 +128,12 @@ class TrackingConfig:
     # Also written with the run's model: transformers (a transformers checkpoint, LoRA merged) and/or
     # peft (the adapter in PEFT's format; LoRA runs).
     export: List[str] = field(default_factory=list)
+    # CPU, memory, disk, network as system/* metrics every N seconds (null: off). MLflow's default
+    # is 10 s; 5 gives a debug run of half a minute a few points, a day-long run 17k per metric.
+    system_metrics_interval: Optional[float] = 5.0
+    # A server that stops answering mid-run: training goes on, metrics are kept; at the end the run
+    # waits this many seconds for it to come back before naming the file that holds what is unsent.
+    reconnect_timeout: int = 300
 
 
 @dataclass
@@ -181,7 +187,7 @@ def validate(cfg):
                 "trainer.log_every_n_steps": cfg.trainer.log_every_n_steps,
                 "optimizer.learning_rate": cfg.optimizer.learning_rate}
     for key in ("lora.rank", "lora.alpha", "trainer.max_steps", "trainer.early_stopping_patience",
-                "trainer.checkpoint_every_n_steps", "trainer.cpu_replicas",
+                "trainer.checkpoint_every_n_steps", "trainer.cpu_replicas", "tracking.system_metrics_interval",
                 "data.max_train_samples", "data.max_validation_samples"):
         if OmegaConf.select(cfg, key) is not None:
             positive[key] = OmegaConf.select(cfg, key)

@@ -27,7 +27,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config, **kwargs):
         import mlflow
 
-        from lab.tracking import ensure_experiment
+        from lab.tracking import ensure_experiment, process_tags
 
         experiment_id = ensure_experiment(config.tracking)
         client = mlflow.MlflowClient()
@@ -35,6 +35,7 @@ class MlflowSweepCallback(Callback):
         run = client.create_run(experiment_id, run_name=f"sweep {Path(config.hydra.sweep.dir).name}", tags={
             "sweep": "true", "command": " ".join(shlex.quote(a) for a in sys.argv),
             "sweep.overrides": " ".join(overrides), "sweep.sweeper": config.hydra.sweeper._target_,
+            **process_tags(),  # a sweep killed with -9 is found and marked KILLED by the next run
         })
         self.run_id = run.info.run_id
         client.log_text(self.run_id, OmegaConf.to_yaml(config.hydra.sweeper), "sweeper.yaml")

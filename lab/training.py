@@ -7,6 +7,7 @@ import time
 import keras
 import numpy as np
 
+from lab import tracking
 from tasks import optimizers
 
 
@@ -126,14 +127,12 @@ class StepLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
         if step % self.every == 0:
-            import mlflow
-
             elapsed = time.perf_counter() - self._start
             metrics = {f"step_{k}": float(v) for k, v in (logs or {}).items()}
             metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             if elapsed > 0:
                 metrics["tokens_per_second"] = (step - self._start_step) * self.tokens_per_step / elapsed
-            mlflow.log_metrics(metrics, step=step, synchronous=False)
+            tracking.log_metrics(metrics, step=step)  # kept and sent again if the server does not answer
             self._start = None
         if self.max_steps is not None and step >= self.max_steps:
             self.model.stop_training = True

@@ -62,6 +62,13 @@ def test_default_run_logs_everything_and_artifacts_load_back(tmp_path):
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     assert params["backbone.preset"] == "gpt2_tiny_en" and params["lora.rank"] == "4"
     assert int(params["params.trainable"]) < int(params["params.total"])
+    assert 0 < int(params["params.lora"]) < int(params["params.trainable"])
+    assert params["model.dtype_policy"] == "float32" and params["model.weight_dtypes"].startswith("float32: ")
+    rows = {d.dataset.name: json.loads(d.dataset.profile)["num_rows"] for d in run.inputs.dataset_inputs}
+    assert rows == {"sentiment[training]": 64, "sentiment[validation]": 32}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+            "system/process_rss_megabytes"} <= set(metrics)
+    assert tags["process.pid"].isdigit() and tags["process.host"]
     assert tags["config.backbone"] == "gpt2_tiny" and "lora.rank=4" in tags["overrides"]
     assert "train.py" in tags["command"] and tags["version.keras"] and tags["git.dirty"] in ("true", "false")
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "final_val_accuracy",
@@ -78,7 +85,8 @@ def test_default_run_logs_everything_and_artifacts_load_back(tmp_path):
     # model.weights.h5 alone is > 20x the model/ files, so one copy anywhere fails this).
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     model_bytes = sum(p.stat().st_size for p in files if p.parent.name == "model")
-    logs = [p for p in files if p.name in ("mlflow.db", "MLmodel") or p.suffix in (".yaml", ".log", ".txt", ".json")]
+    logs = [p for p in files if p.name in ("mlflow.db", "mlflow.db.lock", "MLmodel")
+            or p.suffix in (".yaml", ".log", ".txt", ".json")]
     other = [p for p in files if p.parent.name != "model" and p not in logs]
     assert other == [] and not list(tmp_path.glob(".checkpoints/*"))
     assert model_bytes * 20 < (backbones.handles.resolve_preset("gpt2_tiny_en") / "model.weights.h5").stat().st_size
