@@ -96,7 +96,8 @@ def main(cfg: DictConfig) -> float:
         gc.collect()  # finalise the data generator of a run stopped mid-epoch (max_steps) while Python is alive
         metrics = task.evaluate(val_batches, return_dict=True, verbose=0)
         tracking.log_metrics({f"final_val_{k}": float(v) for k, v in metrics.items()}, wait=True)  # log_model reads them
-        saved = mlflow_model.log_model(task, base, cfg, train_split.label_names, val_split.texts[:2])
+        saved = mlflow_model.log_model(task, base, cfg, train_split.label_names,
+                                       mlflow_model.input_examples(task, val_split), chat=val_split.format == "chat")
         checkpoint.clear(checkpoint_dir)
 
     value = float(metrics[cfg.task.metric.removeprefix("val_")])

@@ -19,6 +19,8 @@ from its pinned handle (Hugging Face cache, ...) as `load_run_model` finds it.
     mlflow.pyfunc.load_model("runs:/<run id>/model").predict(["A fine film."])
     #   classifier: DataFrame with label, probability, probabilities
     #   causal LM:  DataFrame with generated_text; params max_length, sampler, temperature, seed
+    #   chat model (trained on data.format=chat): each text is one user message, rendered
+    #   with the model's chat template; generated_text is the assistant's reply
 
 The LoggedModel carries the run's params and its final metrics, and the run
 lists it among its outputs.
@@ -56,7 +58,55 @@ def generation_defaults(task):
             "seed": 0}
 
 
-def log_model(task, base, cfg, label_names=None, examples=()):
+def input_examples(task, split, count=2):
+    """Up to `count` texts of `split` as the model's pyfunc takes them: a
+    classifier's texts as they are; for a causal LM the prompt part (an
+    instruction's rendered prompt, a conversation's first user message, a
+    text's first half), cut to words that leave room to generate within the
+    default `max_length`.
+
+    >>> import tasks
+    >>> from lab.data import Split
+    >>> lm = tasks.CausalLM.from_preset("gpt2_tiny_en", sequence_length=64)
+    >>> input_examples(lm, Split(["one two three four five six seven eight nine ten"]))
+    ['one two three four five']
+    >>> lm = tasks.CausalLM.from_preset("gpt2_tiny_en", sequence_length=4)
+    >>> input_examples(lm, Split(["one two three four five six seven eight nine ten"]))
+    ['one']
+    """
+    import tasks
+
+    texts = []
+    for item in list(split.texts)[:count]:
+        if split.format == "instruction":
+            item = item["prompt"]
+        elif split.format == "chat":
+            item = next((m.get("content", m.get("value", "")) for m in item
+                         if m.get("role", m.get("from")) in ("user", "human")), "")
+        elif isinstance(task, tasks.CausalLM):
+            words = str(item).split()
+            item = " ".join(words[:max(1, len(words) // 2)])
+        texts.append(str(item))
+    if not isinstance(task, tasks.CausalLM):
+        return texts
+    chat = split.format == "chat"
+    room = generation_defaults(task)["max_length"] // 2  # the example prompt takes at most half
+    fitted = []
+    for text in texts:
+        words = text.split()
+        while len(words) > 1 and _prompt_length(task, " ".join(words), chat) > room:
+            words = words[:len(words) // 2] if len(words) > 16 else words[:-1]
+        fitted.append(" ".join(words))
+    return fitted
+
+
+def _prompt_length(task, text, chat):
+    if chat:
+        return len(task.preprocessor.chat_prompts([[{"role": "user", "content": text}]])[0])
+    return len(task.preprocessor.prompts([text])[0])
+
+
+def log_model(task, base, cfg, label_names=None, examples=(), chat=False):
     """Logs the run's model once as an MLflow LoggedModel of the active run,
     registers it if `tracking.register` is set (a single run; a sweep
     registers its best job instead, see `lab.registry`).
@@ -66,7 +116,10 @@ def log_model(task, base, cfg, label_names=None, examples=()):
         base: artifacts.BaseRecord or None (the backbone's weights trained).
         cfg: DictConfig. The run's config (`tracking.save`, `register`, `alias`).
         label_names: list or None. Label id -> original label (None: the ids).
-        examples: list of str. Texts for the input example (default: two fixed ones).
+        examples: list of str. Texts for the input example (`input_examples`;
+            default: two fixed ones).
+        chat: bool. A causal LM trained on conversations: its pyfunc renders each
+            text as a user message with the chat template and returns the reply.
 
     Returns: dict. Saved part name (`model`, `preset`) -> (URI, bytes), as
     `artifacts.log_run_model` returns, for the run's summary.
@@ -87,7 +140,7 @@ def log_model(task, base, cfg, label_names=None, examples=()):
             directory = local if local is not None else Path(tmp)
             saved = artifacts.save_run_model(task, base, cfg.tracking.save, directory,
                                                 cfg.tracking.export)
-            _write_pyfunc_files(task, directory, logged, run.info.run_id, label_names, list(examples)[:2])
+            _write_pyfunc_files(task, directory, logged, run.info.run_id, label_names, list(examples)[:2], chat)
             if local is None:  # a remote artifact store: upload, then the temporary copy goes
                 client.log_model_artifacts(logged.model_id, str(directory))
             out = {name: (f"{logged.artifact_location.rstrip('/')}/{name}", artifacts.dir_bytes(path))
@@ -108,18 +161,18 @@ def log_model(task, base, cfg, label_names=None, examples=()):
     return out
 
 
-def _write_pyfunc_files(task, directory, logged, run_id, label_names, examples):
+def _write_pyfunc_files(task, directory, logged, run_id, label_names, examples, chat=False):
     """MLmodel, environment files, signature and input example, beside the
     model files already in `directory`. The signature's outputs are the
     trained task's own predictions on the examples."""
     import mlflow
 
     examples = examples or EXAMPLE_TEXTS
-    model = TextModel(task, label_names)
+    model = TextModel(task, label_names, chat)
     params = generation_defaults(task) if model.generates else None
     # A column of strings without a name: a list of texts and any one-column DataFrame both pass.
     signature = mlflow.models.infer_signature(examples, model.predict(examples, params), params)
-    metadata = {"task": type(task).__name__, "label_names": model.label_names}
+    metadata = {"task": type(task).__name__, "label_names": model.label_names, "chat": model.chat}
     quiet = logging.getLogger("mlflow.pyfunc")  # "Validating input example against model signature"
     level = quiet.level
     quiet.setLevel(logging.WARNING)
@@ -145,7 +198,7 @@ def _load_pyfunc(path, model_config=None):
     import mlflow
 
     metadata = mlflow.models.Model.load(str(Path(path) / "MLmodel")).metadata or {}
-    return TextModel(artifacts.load_run_model(path), metadata.get("label_names"))
+    return TextModel(artifacts.load_run_model(path), metadata.get("label_names"), bool(metadata.get("chat")))
 
 
 class TextModel:
@@ -154,6 +207,8 @@ class TextModel:
     Args:
         task: tasks.Task. A `TextClassifier` or a `CausalLM`.
         label_names: list or None. A classifier's label names by id (None: "0", "1", ...).
+        chat: bool. A causal LM's texts are user messages, rendered with its chat
+            template; the output is the assistant's reply alone.
 
     Example:
     >>> import tasks
@@ -163,11 +218,12 @@ class TextModel:
     ['label', 'probability', 'probabilities']
     """
 
-    def __init__(self, task, label_names=None):
+    def __init__(self, task, label_names=None, chat=False):
         import tasks
 
         self.task = task
         self.generates = isinstance(task, tasks.CausalLM)
+        self.chat = bool(chat and self.generates)
         self.label_names = None
         if not self.generates:
             self.label_names = [str(n) for n in (label_names or range(task.num_classes))]
@@ -180,8 +236,10 @@ class TextModel:
         texts = _texts(model_input)
         if self.generates:
             settings = {**generation_defaults(self.task), **(params or {})}
-            generated = self.task.generate(texts, max_length=int(settings["max_length"]), sampler=settings["sampler"],
-                                           temperature=float(settings["temperature"]), seed=int(settings["seed"]))
+            prompts = [[{"role": "user", "content": t}] for t in texts] if self.chat else texts
+            generated = self.task.generate(prompts, max_length=int(settings["max_length"]), sampler=settings["sampler"],
+                                           temperature=float(settings["temperature"]), seed=int(settings["seed"]),
+                                           chat=self.chat)
             return pd.DataFrame({"generated_text": generated})
         logits = np.asarray(self.task.predict(texts, verbose=0), "float64")
         probabilities = np.exp(logits - logits.max(-1, keepdims=True))

@@ -120,6 +120,15 @@ def test_chat_lora_runs_offline_and_its_model_chats(tmp_path):
     assert task.preprocessor.tokenizer.detokenize([prompt_ids], skip_special_tokens=False)[0].startswith(
         "<s> <|user|>")
 
+    import mlflow
+
+    # The logged model serves the chat model as one: a text is a user message, the answer is the reply alone.
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert served.metadata.metadata["chat"] is True
+    answer = served.predict(["What is 2 plus 3?"], params={"max_length": 48})["generated_text"][0]
+    assert answer == reply
+
 
 def test_readme_example_file_of_each_format_loads(tmp_path):
     readme = (ROOT / "README.md").read_text()
