@@ -5,9 +5,9 @@ Keras's `SparseCategoricalCrossentropy` on TensorFlow runs
 builds the (tokens, vocabulary) gradient and a (tokens, vocabulary) loss
 product that XLA then sums with a slow windowed reduction. For a causal LM
 that is four passes over the largest tensor of the step (32 MB at 1024
-tokens x 8192 words). Here the forward keeps `exp(logits - max)` and one sum
-per token, and the backward is a single pass:
-`(softmax - one_hot(label)) * upstream`. Same values to float32 rounding;
+tokens x 8192 words). Here the forward keeps a max and a sum per token, and
+the backward is a single pass, `softmax * upstream` with the upstream taken
+off at each label in place (no one-hot). Same values to float32 rounding;
 forward + backward on (1024, 8192) logits, XLA, 2 vCPU: 18.6 ms -> 9.3 ms.
 """
 
@@ -40,23 +40,49 @@ def sparse_cross_entropy(labels, logits):
 
 
 def _cross_entropy(labels, logits):
+    # Only a max and a sum per token are kept for the backward, which recomputes
+    # the softmax from the logits (held anyway as the model's output) and takes
+    # 1 off at each label in place: no saved (tokens, vocabulary) exp and no
+    # one-hot. Gemma 2B's 256k vocabulary, 1024 tokens, float32 logits held for
+    # the metrics as in fit(): peak RSS of a loss + gradient step 4.15 -> 3.06 GB
+    # (the logits themselves are 1 GB) and 2.3 -> 1.3 s.
     @ops.custom_gradient
     def forward(logits):
         shift = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
-        exp = ops.exp(logits - shift)
-        total = ops.sum(exp, axis=-1, keepdims=True)
+        total = ops.sum(ops.exp(logits - shift), axis=-1, keepdims=True)
         picked = ops.take_along_axis(logits, labels[..., None], axis=-1)
         loss = (shift + ops.log(total) - picked)[..., 0]
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            one_hot = ops.one_hot(labels, ops.shape(logits)[-1], dtype=logits.dtype)
-            return (exp * ops.reciprocal(total) - one_hot) * upstream[..., None]
+            scale = upstream[..., None]
+            # exp(logits - shift) / total, as the forward had it (not exp(logits - lse):
+            # at large logits that rounds differently).
+            return _minus_at_labels(ops.exp(logits - shift) * (ops.reciprocal(total) * scale), labels, scale)
 
         return loss, grad
 
     return forward(logits)
+
+
+def _minus_at_labels(values, labels, amounts):
+    """`values - one_hot(labels) * amounts`, without building the one-hot."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        flat = tf.reshape(values, (-1, tf.shape(values)[-1]))
+        rows = tf.range(tf.shape(flat)[0], dtype=labels.dtype)
+        index = tf.stack([rows, tf.reshape(labels, (-1,))], axis=-1)
+        flat = tf.tensor_scatter_nd_sub(flat, index, tf.reshape(amounts, (-1,)))
+        return tf.reshape(flat, tf.shape(values))
+    if keras.backend.backend() == "jax":
+        import jax.numpy as jnp
+
+        flat = values.reshape(-1, values.shape[-1])
+        flat = flat.at[jnp.arange(flat.shape[0]), labels.reshape(-1)].add(-amounts.reshape(-1))
+        return flat.reshape(values.shape)
+    return values - ops.one_hot(labels, ops.shape(values)[-1], dtype=values.dtype) * amounts
 
 
 @keras.saving.register_keras_serializable(package="backbone_lab")
