@@ -150,6 +150,15 @@ _REFUSED = {
     "layer_replication": "layer_replication changes the architecture (repeated layers)",
     "target_parameters": "target_parameters adapts raw parameters (e.g. MoE experts), not projections",
     "use_qalora": "QA-LoRA (use_qalora=true) is not plain LoRA",
+    # LoRA variants whose tensors look like LoRA's but whose update is not `s B A x`
+    # everywhere: loaded as plain LoRA they would give other outputs, silently.
+    "alora_invocation_tokens": ("activated LoRA applies the adapter only from its invocation tokens on; "
+                                "our LoRA applies it to every token"),
+    "use_bdlora": "BD-LoRA's block-diagonal A or B factors are not stored as plain LoRA matrices",
+    "arrow_config": "Arrow routes each token among several adapters",
+    "kasa_config": "KaSA inserts learned singular values between A and B and truncates the base weight",
+    "monteclora_config": "MonteCLoRA samples its adapters (variational Monte Carlo)",
+    "trainable_token_indices": "trained token embeddings have no place in our LoRA layers",
 }
 
 

@@ -173,6 +173,11 @@ def llama_adapter(checkpoints, tmp_path_factory):
     ({"bias": "all"}, "bias='all' is not supported"),
     ({"modules_to_save": ["score"]}, r"modules_to_save=\['score'\] is not supported"),
     ({"peft_type": "IA3"}, "peft_type='IA3' is not supported"),
+    ({"lora_bias": True}, "lora_bias=True is not supported"),
+    # LoRA variants with plain-looking tensors: loaded as plain LoRA, they would be silently wrong.
+    ({"alora_invocation_tokens": [5, 6]}, r"alora_invocation_tokens=\[5, 6\] is not supported: activated LoRA"),
+    ({"kasa_config": {"use_kasa": True}}, "kasa_config=.* is not supported: KaSA"),
+    ({"trainable_token_indices": [3]}, r"trainable_token_indices=\[3\] is not supported"),
 ])
 def test_unsupported_peft_settings_are_refused(change, match, checkpoints, llama_adapter, tmp_path):
     adapter = tmp_path / "adapter"
