@@ -11,7 +11,7 @@ import pytest
 
 import backbones
 from backbones.errors import LoRAError
-from tests.backbones.test_transformers_export import IDS, MASK, save_tiny, tiny_hf_model
+from tests.backbones.test_transformers_export import IDS, MASK, exported_families, save_tiny, tiny_hf_model
 from tests.helpers import hidden, randomize_lora
 
 # family -> (transformers head, PEFT target_modules, extra LoraConfig arguments)
@@ -21,6 +21,11 @@ PEFT_CASES = {
     "bert": ("base", ["query", "value"], {}),
     "gemma": ("causal_lm", ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"], {"use_rslora": True}),
 }
+
+
+def test_every_exporting_family_has_a_peft_case():
+    # PEFT's module names are per family: a new family must add its case here, or it goes untested.
+    assert sorted(PEFT_CASES) == sorted(exported_families())
 
 
 @pytest.fixture(scope="module")
