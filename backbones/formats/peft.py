@@ -63,6 +63,12 @@ def save(backbone, directory):
     converter, modules = _modules(backbone)
     head, prefix = _head_prefix(backbone, converter)
     adapted = {id(layer) for _, layer in lora.target_layers(backbone, spec.targets)}
+    unwritable = [layer.path for _, layer in lora.target_layers(backbone, spec.targets)
+                  if not any(layer is x for entry in modules.values() for x in entry.layers)]
+    if unwritable:  # never an adapter silently missing some of what was trained
+        raise LoRAError(
+            f"LoRA layers {unwritable[:3]} have no transformers module in the {type(backbone).__name__} "
+            "weight table, so PEFT's format cannot hold them. Save with format='backbone_lab'.")
     tensors, ranks, kinds = {}, {}, set()
     for module, entry in modules.items():
         layers = [(i, layer) for i, layer in enumerate(entry.layers) if id(layer) in adapted]

@@ -209,3 +209,17 @@ def test_unknown_module_and_mismatched_settings_are_refused(checkpoints, llama_a
     ours.enable_lora(2)  # rank 2, the adapter is rank 4
     with pytest.raises(LoRAError, match="rank=4.*this backbone has rank=2"):
         ours.load_lora_weights(llama_adapter)
+
+
+def test_a_lora_layer_without_a_peft_module_is_refused_not_dropped(monkeypatch, tmp_path):
+    from backbones.formats import peft as peft_format
+
+    ours = backbones.Backbone.from_preset("llama_tiny_en")
+    ours.enable_lora(2)
+    converter, modules = peft_format._modules(ours)
+    lost = next(m for m in modules if m.endswith("v_proj"))
+    monkeypatch.setattr(peft_format, "_modules", lambda backbone: (converter, {
+        m: e for m, e in modules.items() if m != lost}))
+    with pytest.raises(LoRAError, match="value.*no transformers module.*format='backbone_lab'"):
+        ours.save_lora_weights(tmp_path / "adapter", format="peft")
+    assert not (tmp_path / "adapter").exists()
