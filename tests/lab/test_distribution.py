@@ -155,6 +155,10 @@ def test_cluster_checks_before_anything_starts(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2", "c:3"]},
                                                 "task": {"type": "worker", "index": 2}}))
     assert distribution.cluster_size() == ("TF_CONFIG", 3)
+    monkeypatch.delenv("TF_CONFIG")
+    monkeypatch.setenv("SLURM_JOB_ID", "17")
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # srun's tasks: one worker each
+    assert distribution.cluster_size() == ("SLURM", 4)
 
 
 @pytest.mark.parametrize("overrides, message", [
