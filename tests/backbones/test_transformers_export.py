@@ -10,7 +10,7 @@ import pytest
 import backbones
 from backbones import registry
 from backbones.errors import ConversionError, QuantizationError
-from tests.helpers import hidden, randomize_lora
+from tests.helpers import bundled_presets, hidden, randomize_lora
 
 IDS = np.array([[5, 6, 7, 8, 9, 3], [9, 10, 11, 4, 0, 0]], "int32")
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], "int32")
@@ -220,7 +220,7 @@ def test_what_transformers_cannot_hold_is_refused(tmp_path):
 def test_tokenizer_export_gives_our_ids(tmp_path):
     import transformers
 
-    for preset in ("gpt2_tiny_en", "llama_tiny_en", "gemma_tiny_en", "bert_tiny_random_en"):
+    for preset in bundled_presets():  # from the registry: a new family is tested too
         ours = backbones.Backbone.from_preset(preset)
         ours.tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
         ours.export_to_transformers(tmp_path / preset)
