@@ -214,8 +214,9 @@ class TextModel:
     >>> import tasks
     >>> from lab.mlflow_model import TextModel
     >>> model = TextModel(tasks.TextClassifier.from_preset("gpt2_tiny_en", num_classes=2), ["neg", "pos"])
-    >>> list(model.predict(["A fine film."]).columns)
-    ['label', 'probability', 'probabilities']
+    >>> answer = model.predict(["A fine film."])
+    >>> list(answer.columns), answer["label"][0] in ("neg", "pos")
+    (['label', 'probability', 'probabilities'], True)
     """
 
     def __init__(self, task, label_names=None, chat=False):

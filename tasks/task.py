@@ -5,7 +5,7 @@ import inspect
 import keras
 import numpy as np
 
-from backbones import preset_io
+from backbones import preset_io, registry
 from backbones.backbone import Backbone
 from backbones.errors import PresetClassMismatchError, PresetFormatError
 from backbones.formats.transformers import export
@@ -15,7 +15,7 @@ from tasks.errors import MissingTokenizerError, TaskConfigError, TaskInputError
 from tasks.preprocessor import Preprocessor
 
 # class name -> class, filled by `Task.__init_subclass__`: only our own task
-# classes are ever built from a preset's task.json.
+# classes are ever built from a preset's task.json; a name taken twice is refused.
 TASK_CLASSES = {}
 
 # Methods of other tasks, for a clear error instead of a bare AttributeError.
@@ -55,7 +55,7 @@ class Task(keras.Model):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        TASK_CLASSES[cls.__name__] = cls
+        registry.register(TASK_CLASSES, cls.__name__, cls, "Task class")  # a second one is refused
         keras.saving.register_keras_serializable(package="backbone_lab")(cls)
 
     def __init__(self, *args, compile=True, **kwargs):

@@ -63,6 +63,12 @@ def save(backbone, directory):
     converter, modules = _modules(backbone)
     head, prefix = _head_prefix(backbone, converter)
     adapted = {id(layer) for _, layer in lora.target_layers(backbone, spec.targets)}
+    unwritable = [layer.path for _, layer in lora.target_layers(backbone, spec.targets)
+                  if not any(layer is x for entry in modules.values() for x in entry.layers)]
+    if unwritable:  # never an adapter silently missing some of what was trained
+        raise LoRAError(
+            f"LoRA layers {unwritable[:3]} have no transformers module in the {type(backbone).__name__} "
+            "weight table, so PEFT's format cannot hold them. Save with format='backbone_lab'.")
     tensors, ranks, kinds = {}, {}, set()
     for module, entry in modules.items():
         layers = [(i, layer) for i, layer in enumerate(entry.layers) if id(layer) in adapted]
@@ -150,6 +156,15 @@ _REFUSED = {
     "layer_replication": "layer_replication changes the architecture (repeated layers)",
     "target_parameters": "target_parameters adapts raw parameters (e.g. MoE experts), not projections",
     "use_qalora": "QA-LoRA (use_qalora=true) is not plain LoRA",
+    # LoRA variants whose tensors look like LoRA's but whose update is not `s B A x`
+    # everywhere: loaded as plain LoRA they would give other outputs, silently.
+    "alora_invocation_tokens": ("activated LoRA applies the adapter only from its invocation tokens on; "
+                                "our LoRA applies it to every token"),
+    "use_bdlora": "BD-LoRA's block-diagonal A or B factors are not stored as plain LoRA matrices",
+    "arrow_config": "Arrow routes each token among several adapters",
+    "kasa_config": "KaSA inserts learned singular values between A and B and truncates the base weight",
+    "monteclora_config": "MonteCLoRA samples its adapters (variational Monte Carlo)",
+    "trainable_token_indices": "trained token embeddings have no place in our LoRA layers",
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import backbones
 from backbones.errors import LoRAError
-from tests.backbones.test_transformers_export import IDS, MASK, save_tiny, tiny_hf_model
+from tests.backbones.test_transformers_export import IDS, MASK, exported_families, save_tiny, tiny_hf_model
 from tests.helpers import hidden, randomize_lora
 
 # family -> (transformers head, PEFT target_modules, extra LoraConfig arguments)
@@ -21,6 +21,11 @@ PEFT_CASES = {
     "bert": ("base", ["query", "value"], {}),
     "gemma": ("causal_lm", ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"], {"use_rslora": True}),
 }
+
+
+def test_every_exporting_family_has_a_peft_case():
+    # PEFT's module names are per family: a new family must add its case here, or it goes untested.
+    assert sorted(PEFT_CASES) == sorted(exported_families())
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +178,11 @@ def llama_adapter(checkpoints, tmp_path_factory):
     ({"bias": "all"}, "bias='all' is not supported"),
     ({"modules_to_save": ["score"]}, r"modules_to_save=\['score'\] is not supported"),
     ({"peft_type": "IA3"}, "peft_type='IA3' is not supported"),
+    ({"lora_bias": True}, "lora_bias=True is not supported"),
+    # LoRA variants with plain-looking tensors: loaded as plain LoRA, they would be silently wrong.
+    ({"alora_invocation_tokens": [5, 6]}, r"alora_invocation_tokens=\[5, 6\] is not supported: activated LoRA"),
+    ({"kasa_config": {"use_kasa": True}}, "kasa_config=.* is not supported: KaSA"),
+    ({"trainable_token_indices": [3]}, r"trainable_token_indices=\[3\] is not supported"),
 ])
 def test_unsupported_peft_settings_are_refused(change, match, checkpoints, llama_adapter, tmp_path):
     adapter = tmp_path / "adapter"
@@ -199,3 +209,17 @@ def test_unknown_module_and_mismatched_settings_are_refused(checkpoints, llama_a
     ours.enable_lora(2)  # rank 2, the adapter is rank 4
     with pytest.raises(LoRAError, match="rank=4.*this backbone has rank=2"):
         ours.load_lora_weights(llama_adapter)
+
+
+def test_a_lora_layer_without_a_peft_module_is_refused_not_dropped(monkeypatch, tmp_path):
+    from backbones.formats import peft as peft_format
+
+    ours = backbones.Backbone.from_preset("llama_tiny_en")
+    ours.enable_lora(2)
+    converter, modules = peft_format._modules(ours)
+    lost = next(m for m in modules if m.endswith("v_proj"))
+    monkeypatch.setattr(peft_format, "_modules", lambda backbone: (converter, {
+        m: e for m, e in modules.items() if m != lost}))
+    with pytest.raises(LoRAError, match="value.*no transformers module.*format='backbone_lab'"):
+        ours.save_lora_weights(tmp_path / "adapter", format="peft")
+    assert not (tmp_path / "adapter").exists()

@@ -10,7 +10,7 @@ import pytest
 import backbones
 from backbones import registry
 from backbones.errors import ConversionError, QuantizationError
-from tests.helpers import hidden, randomize_lora
+from tests.helpers import bundled_presets, hidden, randomize_lora
 
 IDS = np.array([[5, 6, 7, 8, 9, 3], [9, 10, 11, 4, 0, 0]], "int32")
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], "int32")
@@ -142,13 +142,38 @@ def test_causal_lm_untied_llama_exports_its_lm_head(tmp_path):
     assert np.abs(got[real] - expected[real]).max() < 1e-4
 
 
+@pytest.mark.parametrize("model_type, overrides", [("mistral", {"sliding_window": 3}),
+                                                    ("qwen2", {"tie_word_embeddings": True})])
+def test_mistral_and_qwen2_layouts_export_as_themselves(model_type, overrides, tmp_path):
+    """A LlamaBackbone loaded from Mistral (sliding window) or Qwen2 (q/k/v biases) goes out
+    as that model_type, LoRA merged, and AutoModelForCausalLM gives our logits."""
+    import torch
+    import tasks
+    import transformers
+
+    from tests.backbones.llama.test_llama import hf_causal_lm, hf_config
+
+    save_tiny(hf_causal_lm(hf_config(model_type, vocab_size=64, **overrides)), tmp_path / "source")
+    lm = tasks.CausalLM(backbones.Backbone.from_preset(tmp_path / "source"), sequence_length=8)
+    lm.backbone.enable_lora(2)
+    randomize_lora(lm.backbone)
+    expected = keras_logits(lm.backbone)
+    lm.export_to_transformers(tmp_path / "export")
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["model_type"] == model_type
+    model = _hf_load(transformers.AutoModelForCausalLM, tmp_path / "export")
+    with torch.no_grad():
+        got = model(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+    real = MASK.astype(bool)
+    assert np.abs(got[real] - expected[real]).max() < 1e-4
+
+
 def keras_logits(backbone):
     import keras
 
     return keras.ops.convert_to_numpy(backbone.compute_logits(backbone(_inputs(backbone))))
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "bert"])
+@pytest.mark.parametrize("model_type", exported_families())
 def test_classifier_exports_to_sequence_classification(model_type, tmp_path):
     import keras
     import torch
@@ -157,7 +182,8 @@ def test_classifier_exports_to_sequence_classification(model_type, tmp_path):
 
     save_tiny(tiny_hf_model(model_type), tmp_path / "source")
     backbone = backbones.Backbone.from_preset(tmp_path / "source")
-    clf = tasks.TextClassifier(backbone, num_classes=3, sequence_length=8, head_bias=model_type == "bert")
+    # An encoder's head (BERT's `classifier`) has a bias; a decoder's (`score`) has none.
+    clf = tasks.TextClassifier(backbone, num_classes=3, sequence_length=8, head_bias=backbone.is_encoder)
     rng = np.random.default_rng(0)
     for w in clf.output_dense.weights:
         w.assign(rng.normal(size=w.shape).astype("float32"))
@@ -194,7 +220,7 @@ def test_what_transformers_cannot_hold_is_refused(tmp_path):
 def test_tokenizer_export_gives_our_ids(tmp_path):
     import transformers
 
-    for preset in ("gpt2_tiny_en", "llama_tiny_en", "gemma_tiny_en", "bert_tiny_random_en"):
+    for preset in bundled_presets():  # from the registry: a new family is tested too
         ours = backbones.Backbone.from_preset(preset)
         ours.tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
         ours.export_to_transformers(tmp_path / preset)

@@ -145,6 +145,23 @@ def test_submitit_local_sweep_logs_both_jobs_under_one_parent(tmp_path):
     assert sorted(r.data.params["seed"] for r in children) == ["1", "2"]
 
 
+@pytest.mark.parametrize("launcher, target", [("submitit_local", "LocalLauncher"),
+                                              ("submitit_slurm", "SlurmLauncher")])
+def test_cluster_launchers_compose_with_our_config(launcher, target):
+    """The README's `hydra/launcher=submitit_slurm hydra.launcher.partition=...` composes with conf/."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from lab import schema
+
+    schema.register()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}", "hydra.launcher.timeout_min=30"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(f"submitit_launcher.{target}")
+    assert cfg.hydra.launcher.timeout_min == 30
+
+
 def test_cluster_checks_before_anything_starts(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
@@ -155,6 +172,10 @@ def test_cluster_checks_before_anything_starts(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2", "c:3"]},
                                                 "task": {"type": "worker", "index": 2}}))
     assert distribution.cluster_size() == ("TF_CONFIG", 3)
+    monkeypatch.delenv("TF_CONFIG")
+    monkeypatch.setenv("SLURM_JOB_ID", "17")
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # srun's tasks: one worker each
+    assert distribution.cluster_size() == ("SLURM", 4)
 
 
 @pytest.mark.parametrize("overrides, message", [

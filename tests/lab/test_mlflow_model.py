@@ -66,6 +66,8 @@ def in_process(uri, run, texts):
 
 
 def test_each_run_logs_one_logged_model_with_params_metrics_and_no_second_copy(store):
+    import mlflow
+
     tmp, uri, client, runs = store
     for key, run in runs.items():
         (output,) = run.outputs.model_outputs
@@ -80,6 +82,13 @@ def test_each_run_logs_one_logged_model_with_params_metrics_and_no_second_copy(s
         assert {"MLmodel", "requirements.txt", "input_example.json", f"{part}/task.json"} <= files
         pinned = f"backbone-lab=={importlib.metadata.version('backbone-lab')}"  # pyproject's name, this version
         assert pinned in (directory / "requirements.txt").read_text().split()
+        signature = mlflow.models.Model.load(str(directory / "MLmodel")).signature
+        assert signature.inputs.input_types() == [mlflow.types.DataType.string]
+        if key.startswith("lm"):  # generation settings as signature params, with their defaults
+            assert {p.name: p.default for p in signature.params.params} == {
+                "max_length": 24, "sampler": "greedy", "temperature": 1.0, "seed": 0}
+        else:
+            assert signature.params is None
         run_dir = artifacts.local_artifact_dir(run.info.artifact_uri)
         assert not [p for p in run_dir.rglob("*") if p.suffix in (".h5", ".safetensors")]  # written once
     weights = list(tmp.rglob("model.weights.h5"))

@@ -25,3 +25,34 @@ def test_peft_export_of_a_merged_preset_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="no LoRA adapter"):
         export.main(["gpt2_tiny_en", "--to", "peft", str(tmp_path / "adapter")])
     assert not (tmp_path / "adapter").exists()
+
+
+def test_run_id_to_peft_gives_the_runs_backbone(tmp_path):
+    """A run id: the run's model is rebuilt from its store (`--tracking-uri`) and its adapter
+    written in PEFT's format, which reads back onto the base as the trained backbone."""
+    import mlflow
+    import numpy as np
+
+    import backbones
+    import tasks
+    from lab import artifacts
+    from tests.helpers import randomize_lora
+
+    backbone = backbones.Backbone.from_preset("gpt2_tiny_en")
+    backbone.enable_lora(2)
+    randomize_lora(backbone)  # as if trained: B off zero
+    task = tasks.CausalLM(backbone, sequence_length=8)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.create_experiment("e", artifact_location=(tmp_path / "mlruns").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
+            artifacts.log_run_model(task, artifacts.BaseRecord("gpt2_tiny_en", backbone), "adapter")
+    finally:
+        mlflow.set_tracking_uri(None)
+    export.main([run.info.run_id, "--to", "peft", str(tmp_path / "adapter"), "--tracking-uri", uri])
+    fresh = backbones.Backbone.from_preset("gpt2_tiny_en")
+    fresh.load_lora_weights(tmp_path / "adapter")
+    x = task.preprocessor(["a great film", "so dull"])
+    np.testing.assert_allclose(fresh(x), backbone(x), atol=1e-5)
+    assert np.abs(np.asarray(fresh(x)) - np.asarray(backbones.Backbone.from_preset("gpt2_tiny_en")(x))).max() > 1e-3

@@ -166,3 +166,12 @@ def test_hf_handle_of_a_task_preset_offline(tmp_path):
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env, timeout=300,
                          capture_output=True, text=True, cwd=Path(tasks.__file__).parents[1])
     assert out.stdout.strip().endswith("TextClassifier")
+
+
+def test_task_class_registered_twice():
+    from backbones.registry import DuplicateRegistrationError
+
+    with pytest.raises(DuplicateRegistrationError, match=r"Task class 'CausalLM'.*tasks\.causal_lm\.CausalLM"):
+        class CausalLM(tasks.Task):  # noqa: F811 - the clash is the point
+            pass
+    assert tasks.TASK_CLASSES["CausalLM"].__module__ == "tasks.causal_lm"
