@@ -43,9 +43,11 @@ def _cross_entropy(labels, logits):
     # Only a max and a sum per token are kept for the backward, which recomputes
     # the softmax from the logits (held anyway as the model's output) and takes
     # 1 off at each label in place: no saved (tokens, vocabulary) exp and no
-    # one-hot. Gemma 2B's 256k vocabulary, 1024 tokens, float32 logits held for
-    # the metrics as in fit(): peak RSS of a loss + gradient step 4.15 -> 3.06 GB
-    # (the logits themselves are 1 GB) and 2.3 -> 1.3 s.
+    # one-hot. Alone, on a 256k vocabulary x 1024 tokens of float32 logits held
+    # for the metrics as in fit(): peak RSS of a loss + gradient step 4.15 ->
+    # 3.06 GB (the logits are 1 GB), 2.3 -> 1.3 s. In the whole Gemma 2B causal
+    # LM step the peak did not move (14.0 vs 13.8 GB, loaded machine): it lies
+    # elsewhere there (BENCHMARKS.md, "Scale").
     @ops.custom_gradient
     def forward(logits):
         shift = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
