@@ -133,6 +133,18 @@ class CausalLM(Task):
             (x, y, sample_weight), _ = self.preprocessor.packed_causal_lm(x)
         return super().fit(x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs)
 
+    def predict(self, x, batch_size=None, **kwargs):
+        """Float32 logits `(batch, length, vocabulary)`. A token dict is the
+        model's input as given: logits at each of its positions, as
+        transformers' `model(input_ids).logits` has them (not shifted as
+        training shifts a token dict without targets). Strings are packed as
+        for training (`preprocessor.causal_lm`)."""
+        if not data.is_token_dict(x):
+            return super().predict(x, batch_size=batch_size, **kwargs)
+        inputs = self._with_segments(self._pack_inputs(x), x)
+        with data.translate_errors():
+            return keras.Model.predict(self, inputs, batch_size=batch_size, **kwargs)
+
     def _check_texts_only(self, y, sample_weight):
         if y is not None or sample_weight is not None:
             raise TaskInputError(

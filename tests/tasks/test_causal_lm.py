@@ -162,3 +162,13 @@ def test_tied_head_and_compute_logits_hook():
 def test_encoder_backbone_is_rejected():
     with pytest.raises(tasks.TaskConfigError, match="needs a decoder backbone"):
         tasks.CausalLM(TinyEncoderTestBackbone())
+
+
+def test_predict_of_a_token_dict_gives_logits_at_every_position():
+    """A token dict is the model's input as given (transformers' `model(input_ids).logits`),
+    not the training inputs shifted by one."""
+    lm = tasks.CausalLM.from_preset("gpt2_tiny_en", sequence_length=12)
+    x = lm.preprocessor(["the movie was great", "bad"])
+    out = lm.predict(x, verbose=0)
+    assert out.shape == (2, 12, lm.backbone.vocabulary_size)
+    np.testing.assert_allclose(out, np.asarray(lm({k: np.asarray(v) for k, v in x.items()})), atol=1e-5)
