@@ -34,10 +34,25 @@ class TiedEmbeddingLogits(keras.layers.Layer):
             # int8 embeddings (row v stored as round(e_v * scale_v)): the table is
             # cast to bfloat16 only once the hidden states exist, not at step start.
             return int8_tied_logits(hidden_states, embeddings, scale)
-        logits = ops.matmul(hidden_states, ops.transpose(ops.cast(embeddings, hidden_states.dtype)))
+        table = ops.cast(embeddings, hidden_states.dtype)
+        if keras.backend.backend() == "tensorflow":
+            logits = _matmul_transposed(hidden_states, table)
+        else:
+            logits = ops.matmul(hidden_states, ops.transpose(table))
         if scale is not None:
             logits = logits * ops.cast(1.0 / scale, logits.dtype)
         return logits
+
+
+def _matmul_transposed(hidden_states, table):
+    """`hidden_states @ table^T` as one 2-D matmul with `transpose_b`: no
+    transposed copy of the (vocabulary, hidden) table is made, nor held for
+    the backward pass."""
+    import tensorflow as tf
+
+    flat = tf.reshape(hidden_states, (-1, tf.shape(hidden_states)[-1]))
+    logits = tf.matmul(flat, table, transpose_b=True)
+    return tf.reshape(logits, tf.concat([tf.shape(hidden_states)[:-1], tf.shape(table)[:1]], 0))
 
 
 _TIED_LOGITS = TiedEmbeddingLogits(name="tied_embedding_logits")
