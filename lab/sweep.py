@@ -8,6 +8,7 @@ exit hook still ends the parent, FAILED.
 """
 
 import atexit
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -27,8 +28,11 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config, **kwargs):
         import mlflow
 
+        from lab.console import quiet_store
         from lab.tracking import ensure_experiment, process_tags
 
+        if not (config.hydra.verbose or os.environ.get("HYDRA_FULL_ERROR") == "1"):
+            quiet_store()  # the parent creates the store, before any job quiets the terminal
         experiment_id = ensure_experiment(config.tracking)
         client = mlflow.MlflowClient()
         overrides = list(config.hydra.overrides.task)
