@@ -25,17 +25,20 @@ def make_train_batches(task, split, data_cfg, batch_size, seed, epoch=0):
     if steps == 0:
         raise data.ConfigError(f"{split.path} has fewer training examples than trainer.batch_size={batch_size}.")
     batch = streaming.StreamBatches(
-        split, lambda items: task_arrays(task, data.Split(items, format=split.format), data_cfg), batch_size, epoch)
+        split, lambda items: task_arrays(task, data.Split(items, format=split.format), data_cfg, whole=False),
+        batch_size, epoch)
     return streaming.KerasStream(batch, steps)
 
 
-def task_arrays(task, split, data_cfg, pack=True):
+def task_arrays(task, split, data_cfg, pack=True, whole=True):
     """`(x, y)` or `(x, y, sample_weight)` arrays of a data split, tokenised once;
-    packed rows when the task packs and `pack` (validation: one example per row)."""
+    packed rows when the task packs and `pack` (validation: one example per row).
+    `whole`: the split is all of it (not one streamed batch), so no answer token left is an error."""
     if not isinstance(task, tasks.CausalLM):
         return task.preprocessor(split.texts), split.labels
     items = causal_lm_examples(task, split, data_cfg)
-    answers_fit(items, task.preprocessor.sequence_length, split.format)
+    if whole:  # a streamed run is checked on its validation split, which is whole
+        answers_fit(items, task.preprocessor.sequence_length, split.format)
     if not task.packing:
         return task.preprocessor.causal_lm_examples(items)
     if pack:
