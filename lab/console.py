@@ -29,12 +29,17 @@ def quiet_start(verbose=False):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO and WARNING logs once absl is up
     warnings.formatwarning = _one_line
-    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_store()
     with _stderr_captured():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe logs here, once
+
+
+def quiet_store():
+    """Hides MLflow's INFO lines on creating a sqlite store ("Creating initial MLflow database tables...")."""
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _one_line(message, category, filename, lineno, line=None):

@@ -126,7 +126,12 @@ def log_model(task, base, cfg, label_names=None, examples=(), chat=False):
     """
     import mlflow
 
-    if cfg.tracking.save == "none" or not is_chief():  # one record per run: the chief's
+    if cfg.tracking.save == "none":
+        return {}
+    # Every worker: under multi_worker, predict is a collective step, which the chief alone would
+    # wait on after the others had left (the run failed with "task:1 ... stopped").
+    examples, signature = _signature(TextModel(task, label_names, chat), list(examples)[:2])
+    if not is_chief():  # one record per run: the chief's
         return {}
     run = mlflow.active_run()
     client = mlflow.MlflowClient()
@@ -140,7 +145,7 @@ def log_model(task, base, cfg, label_names=None, examples=(), chat=False):
             directory = local if local is not None else Path(tmp)
             saved = artifacts.save_run_model(task, base, cfg.tracking.save, directory,
                                                 cfg.tracking.export)
-            _write_pyfunc_files(task, directory, logged, run.info.run_id, label_names, list(examples)[:2], chat)
+            _write_pyfunc_files(task, directory, logged, run.info.run_id, label_names, examples, signature, chat)
             if local is None:  # a remote artifact store: upload, then the temporary copy goes
                 client.log_model_artifacts(logged.model_id, str(directory))
             out = {name: (f"{logged.artifact_location.rstrip('/')}/{name}", artifacts.dir_bytes(path))
@@ -161,17 +166,22 @@ def log_model(task, base, cfg, label_names=None, examples=(), chat=False):
     return out
 
 
-def _write_pyfunc_files(task, directory, logged, run_id, label_names, examples, chat=False):
-    """MLmodel, environment files, signature and input example, beside the
-    model files already in `directory`. The signature's outputs are the
-    trained task's own predictions on the examples."""
+def _signature(model, examples):
+    """(examples, MLflow signature): its outputs are the trained task's own predictions on them."""
     import mlflow
 
     examples = examples or EXAMPLE_TEXTS
-    model = TextModel(task, label_names, chat)
-    params = generation_defaults(task) if model.generates else None
+    params = generation_defaults(model.task) if model.generates else None
     # A column of strings without a name: a list of texts and any one-column DataFrame both pass.
-    signature = mlflow.models.infer_signature(examples, model.predict(examples, params), params)
+    return examples, mlflow.models.infer_signature(examples, model.predict(examples, params), params)
+
+
+def _write_pyfunc_files(task, directory, logged, run_id, label_names, examples, signature, chat=False):
+    """MLmodel, environment files, signature and input example, beside the
+    model files already in `directory`."""
+    import mlflow
+
+    model = TextModel(task, label_names, chat)
     metadata = {"task": type(task).__name__, "label_names": model.label_names, "chat": model.chat}
     quiet = logging.getLogger("mlflow.pyfunc")  # "Validating input example against model signature"
     level = quiet.level

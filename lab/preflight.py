@@ -25,7 +25,7 @@ from pathlib import Path
 from backbones.chat_template import ChatTemplateError, compile_template
 from backbones.errors import BackboneLabError
 from backbones.preset_facts import read_preset_facts
-from backbones.tokenizer import TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, chat_template_from
+from backbones.tokenizer import TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, Tokenizer, chat_template_from
 from lab import data, distribution, schema
 from lab.schema import ConfigError
 
@@ -54,7 +54,7 @@ def check(cfg, output_dir=None):
                 if facts.format else "not cached yet: downloaded and checked when the run starts")]
     if family is not None:
         task_fits(cfg.task, family, cfg.backbone.preset)
-        export_fits(cfg.tracking, cfg.task, family)
+        export_fits(cfg.tracking, cfg.task, family, facts.directory)
         lora_fits(cfg.lora, family)
     if facts.max_positions and cfg.trainer.sequence_length > facts.max_positions:
         raise ConfigError(
@@ -86,16 +86,30 @@ def task_fits(task_cfg, family, preset_name):
             "Use task=classifier with it, or a decoder preset (GPT-2, Llama, Gemma) for causal_lm.")
 
 
-def export_fits(tracking_cfg, task_cfg, family):
-    """transformers' decoder classification heads (`score`) have no bias: a decoder
-    classifier exports only without one, so say it now rather than after training."""
-    if ("transformers" in tracking_cfg.export and task_cfg.name == "classifier" and not family.is_encoder
-            and task_cfg.head_bias):
+def export_fits(tracking_cfg, task_cfg, family, directory=None):
+    """transformers' decoder classification heads (`score`) have no bias, and pool the
+    rightmost token that is not `pad_token_id`: a decoder classifier exports only without
+    a bias, and with a pad token other than its eos (the token ours pools), as
+    `backbones.formats.transformers` refuses; say it now rather than after training."""
+    if not ("transformers" in tracking_cfg.export and task_cfg.name == "classifier" and not family.is_encoder):
+        return
+    if task_cfg.head_bias:
         raise ConfigError(
             f"tracking.export=[transformers] of a {family.class_name} classifier: transformers' "
             "*ForSequenceClassification head of a decoder has no bias, so a trained bias could not be carried. "
             "Add task.head_bias=false (a head without bias, as transformers has), or drop transformers from "
             "tracking.export.")
+    tokenizer = Tokenizer.from_directory(directory) if directory is not None else None
+    if tokenizer is None:
+        return  # not cached yet, or a tokenizer we convert: the export checks it
+    pad = tokenizer.special_token_id("pad")
+    pad = 0 if pad is None else pad  # no pad token: our packing pads with 0, and the export says so
+    if pad == tokenizer.special_token_id("eos"):
+        raise ConfigError(
+            f"tracking.export=[transformers] of a {family.class_name} classifier: the tokenizer of {directory} "
+            f"pads with its eos token (id {pad}), so transformers' classifier would take the eos ours pools "
+            "for padding and pool the token before it. Use a preset whose tokenizer has a pad token other "
+            "than its eos, or drop transformers from tracking.export (tracking.export=[peft] keeps the adapter).")
 
 
 def lora_fits(lora_cfg, family):

@@ -5,6 +5,8 @@ The dataclasses give every key its type, so a typo or a wrong type fails at
 composition, naming the key; `validate` catches impossible combinations.
 """
 
+import dataclasses
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -174,6 +176,7 @@ def validate(cfg):
     """Raises `ConfigError` on a value or combination that cannot run."""
     from omegaconf import OmegaConf
 
+    _known_keys(cfg)
     if cfg.data.format in CHOICES["data.file_format"][1:]:
         raise ConfigError(f"data.format={cfg.data.format} names a file type, which is now data.file_format: "
                           f"set data.file_format={cfg.data.format}. data.format says what an example is "
@@ -238,6 +241,23 @@ def validate(cfg):
         raise ConfigError("data.source=local needs data.path=/path/to/file.{csv,jsonl,parquet}.")
     if cfg.data.source == "huggingface" and not cfg.data.name:
         raise ConfigError("data.source=huggingface needs data.name=<dataset on the Hub>.")
+
+
+def _known_keys(cfg, node=TrainConfig, prefix=""):
+    """A key added with `+` passes composition (Hydra opens the structured config for it), so a typo
+    there, `+optimizer.learnig_rate=3e-4` as Hydra's own "Could not override" message suggests, would
+    be ignored: the run would train at the default. Only `+check` is not in the schema."""
+    known = {f.name: f.type for f in dataclasses.fields(node)}
+    for key in cfg:
+        if not prefix and key == "check":
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {prefix}{close[0]}?" if close else f" Choose from {sorted(known)}."
+            raise ConfigError(f"{prefix}{key} is not a config key, so it would be ignored.{hint} "
+                              "Set an existing key without '+'.")
+        if dataclasses.is_dataclass(known[key]) and cfg[key] is not None:
+            _known_keys(cfg[key], known[key], f"{prefix}{key}.")
 
 
 def _check_registry(tracking_cfg):

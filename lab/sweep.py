@@ -8,6 +8,7 @@ exit hook still ends the parent, FAILED.
 """
 
 import atexit
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -27,8 +28,11 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config, **kwargs):
         import mlflow
 
+        from lab.console import quiet_store
         from lab.tracking import ensure_experiment, process_tags
 
+        if not (config.hydra.verbose or os.environ.get("HYDRA_FULL_ERROR") == "1"):
+            quiet_store()  # the parent creates the store, before any job quiets the terminal
         experiment_id = ensure_experiment(config.tracking)
         client = mlflow.MlflowClient()
         overrides = list(config.hydra.overrides.task)
@@ -53,7 +57,10 @@ class MlflowSweepCallback(Callback):
             [client.get_run(self.run_id).info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{self.run_id}' and attributes.status = 'FINISHED'",
         )
-        scored = [r for r in children if f"final_{metric}" in r.data.metrics]
+        # In job order (a job's run name ends with its number), so a tie goes to the first job, as in
+        # Optuna's "Best" line and Hydra's results, not to whichever job the search returned first.
+        scored = sorted((r for r in children if f"final_{metric}" in r.data.metrics),
+                        key=lambda r: int(r.info.run_name.rsplit("-", 1)[-1]))
         if scored:
             pick = max if mode == "max" else min
             best = pick(scored, key=lambda r: r.data.metrics[f"final_{metric}"])

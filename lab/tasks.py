@@ -25,16 +25,20 @@ def make_train_batches(task, split, data_cfg, batch_size, seed, epoch=0):
     if steps == 0:
         raise data.ConfigError(f"{split.path} has fewer training examples than trainer.batch_size={batch_size}.")
     batch = streaming.StreamBatches(
-        split, lambda items: task_arrays(task, data.Split(items, format=split.format), data_cfg), batch_size, epoch)
+        split, lambda items: task_arrays(task, data.Split(items, format=split.format), data_cfg, whole=False),
+        batch_size, epoch)
     return streaming.KerasStream(batch, steps)
 
 
-def task_arrays(task, split, data_cfg, pack=True):
+def task_arrays(task, split, data_cfg, pack=True, whole=True):
     """`(x, y)` or `(x, y, sample_weight)` arrays of a data split, tokenised once;
-    packed rows when the task packs and `pack` (validation: one example per row)."""
+    packed rows when the task packs and `pack` (validation: one example per row).
+    `whole`: the split is all of it (not one streamed batch), so no answer token left is an error."""
     if not isinstance(task, tasks.CausalLM):
         return task.preprocessor(split.texts), split.labels
     items = causal_lm_examples(task, split, data_cfg)
+    if whole:  # a streamed run is checked on its validation split, which is whole
+        answers_fit(items, task.preprocessor.sequence_length, split.format)
     if not task.packing:
         return task.preprocessor.causal_lm_examples(items)
     if pack:
@@ -44,6 +48,19 @@ def task_arrays(task, split, data_cfg, pack=True):
         return arrays
     x, y, weight = task.preprocessor.causal_lm_examples(items)
     return {**x, "segment_ids": x["padding_mask"]}, y, weight
+
+
+def answers_fit(items, sequence_length, example_format):
+    """Raises `data.ConfigError` when truncation to `sequence_length` leaves no token in the loss: with
+    `data.train_on=completion` and prompts longer than that (Alpaca's alone is ~40 words), every answer
+    is cut off, and the run would train on nothing at loss 0, which a sweep minimising val_loss picks."""
+    # Example i's targets are its tokens 1..sequence_length (the inputs are tokens 0..sequence_length-1).
+    if items and not any(ex.loss_mask[:sequence_length + 1].any() for ex in items):
+        longest = max(len(ex.token_ids) for ex in items) - 1
+        raise data.ConfigError(
+            f"trainer.sequence_length={sequence_length} cuts off the answer of every {example_format} example "
+            f"(data.train_on=completion: only answer tokens are in the loss), so nothing would be trained. "
+            f"Set trainer.sequence_length={longest} (the longest example), or shorten data.prompt_template.")
 
 
 def causal_lm_examples(task, split, data_cfg):

@@ -55,6 +55,9 @@ def main(argv=None):
     parser.add_argument("--tracking-uri", default=None, help="MLflow store of the run (default: MLFLOW_TRACKING_URI)")
     parser.add_argument("--max-shard-size", type=float, default=5.0, help="GB per weights file")
     args = parser.parse_args(argv)
+    from lab import console
+
+    console.quiet_start()  # TensorFlow's start-up lines, as in train.py
     from backbones.errors import BackboneLabError
 
     try:

@@ -6,7 +6,11 @@
 
 import sys
 
-import backbones
+from lab import console
+
+console.quiet_start()  # TensorFlow's start-up lines, before backbones imports it
+
+import backbones  # noqa: E402
 
 
 def main(argv):

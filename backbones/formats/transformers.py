@@ -152,7 +152,25 @@ def export(backbone, directory, head="base", head_layer=None, max_shard_size=5.0
         write_safetensors(tmp, entries, max_shard_size)
         preset_io.write_json(tmp / "config.json", config)
         if tokenizer is not None:
-            write_tokenizer(tokenizer, tmp, backbone)
+            write_tokenizer(tokenizer, tmp, backbone, head)
+
+
+def _special_template(tokenizer, backbone, head):
+    """The tokens around a text (`$A`) that `tasks.Preprocessor` adds for `head`: an encoder's
+    `[CLS] $A [SEP]`, a decoder classifier's `$A [EOS]`, a causal LM's prompt `[BOS] $A`; None
+    for a bare decoder (as transformers' GPT-2) or a tokenizer without those roles."""
+    token = tokenizer.special_tokens.get
+    if backbone is not None and backbone.is_encoder:
+        start, end = token("cls") or token("bos"), token("sep") or token("eos")
+    elif head == "classifier":
+        start, end = None, token("eos")
+    elif head == "causal_lm":
+        start, end = token("bos"), None
+    else:
+        return None
+    if not (start or end) or (backbone is not None and backbone.is_encoder and not (start and end)):
+        return None
+    return [t for t in (start, "$A", end) if t]
 
 
 def _dtype(backbone):
@@ -259,13 +277,26 @@ def _write_file(path, items):
             del value
 
 
-def write_tokenizer(tokenizer, directory, backbone=None):
+def write_tokenizer(tokenizer, directory, backbone=None, head="base"):
     """`tokenizer.json` plus transformers' `tokenizer_config.json` and
     `special_tokens_map.json`, so `AutoTokenizer` loads it as a
     `PreTrainedTokenizerFast` with our vocabulary and special-token roles
-    (and our own loader reads the roles back from the same keys)."""
+    (and our own loader reads the roles back from the same keys).
+
+    `tokenizer(text)` adds the special tokens our preprocessor adds for `head`
+    (`_special_template`), so a transformers user's ids are the ones the model
+    was trained on: a decoder classifier pools the eos it appends."""
+    import tokenizers
+
     directory = Path(directory)
-    tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
+    fast = tokenizer.tokenizer
+    template = _special_template(tokenizer, backbone, head)
+    if template:
+        fast = tokenizers.Tokenizer.from_str(fast.to_str())  # a copy: ours always encodes without them
+        fast.post_processor = tokenizers.processors.TemplateProcessing(
+            single=" ".join(token if token == "$A" else f"{token}:0" for token in template),
+            special_tokens=[(t, tokenizer.token_to_id(t)) for t in dict.fromkeys(template) if t != "$A"])
+    fast.save(str(directory / "tokenizer.json"))
     roles = {f"{role}_token": token for role, token in tokenizer.special_tokens.items() if role in ROLES}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **roles}
     if getattr(tokenizer, "chat_template", None):

@@ -217,6 +217,29 @@ def test_what_transformers_cannot_hold_is_refused(tmp_path):
     assert not (tmp_path / "export").exists()
 
 
+def test_exported_tokenizer_adds_the_special_tokens_the_task_was_trained_with(tmp_path):
+    """A transformers user's `tokenizer(text)` gives the ids our preprocessor packs: a decoder
+    classifier's appended eos (the token it pools), BERT's [CLS]/[SEP], a causal LM prompt's bos."""
+    import tasks
+    import transformers
+
+    text = "The movie was great!"
+    for preset in ("gpt2_tiny_en", "llama_tiny_en", "gemma_tiny_en", "bert_tiny_random_en"):
+        clf = tasks.TextClassifier.from_preset(preset, num_classes=2, sequence_length=16, head_bias=False)
+        if preset == "gpt2_tiny_en":  # its pad is its eos: give it another pad to export
+            clf.preprocessor.tokenizer.special_tokens["pad"] = "!"
+            clf.preprocessor.pad_id = clf.preprocessor.tokenizer.special_token_id("pad")
+        clf.export_to_transformers(tmp_path / preset / "clf")
+        packed = clf.preprocessor([text])
+        ours = [int(i) for i, m in zip(packed["token_ids"][0], packed["padding_mask"][0]) if m]
+        assert transformers.AutoTokenizer.from_pretrained(tmp_path / preset / "clf")(text)["input_ids"] == ours, preset
+        if not clf.backbone.is_encoder:
+            lm = tasks.CausalLM.from_preset(preset, sequence_length=16)
+            lm.export_to_transformers(tmp_path / preset / "lm")
+            theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / preset / "lm")
+            assert theirs(text)["input_ids"] == lm.preprocessor.prompts([text])[0], preset
+
+
 def test_tokenizer_export_gives_our_ids(tmp_path):
     import transformers
 

@@ -146,3 +146,21 @@ def test_readme_example_file_of_each_format_loads(tmp_path):
                               dict(source="local", path=str(path), validation_fraction=0.25))
         train_split, _ = data.load(cfg, seed=0)
         assert train_split.format == cfg.format and len(train_split) == 3
+
+
+def test_answers_all_cut_off_by_the_sequence_length_is_an_error_not_a_zero_loss(tmp_path):
+    """Alpaca's prompt is longer than the default 48 tokens of the tiny tokenizer: every answer was cut,
+    and the run trained on nothing, reporting val_loss 0.0 (a sweep minimising it would pick it)."""
+    import tasks
+    from lab.tasks import build_task, task_arrays
+
+    rows = [{"instruction": "Add the numbers.", "input": f"{i} and 3", "output": str(i + 3)} for i in range(8)]
+    cfg = make("task=causal_lm", "data=local", f"data.path={jsonl(tmp_path / 'alpaca.jsonl', rows)}",
+               "data.format=instruction", "data.label_column=null")
+    train_split, _ = data.load(cfg.data, seed=0)
+    backbone = tasks.CausalLM.from_preset("gpt2_tiny_en").backbone
+    with pytest.raises(ConfigError, match=r"trainer.sequence_length=48 cuts off the answer of every instruction "
+                                          r"example .* Set trainer.sequence_length=\d+"):
+        task_arrays(build_task(cfg.task, backbone, 48), train_split, cfg.data)
+    x, y, weight = task_arrays(build_task(cfg.task, backbone, 256), train_split, cfg.data)
+    assert weight.sum() > 0

@@ -76,6 +76,10 @@ def test_typos_and_wrong_types_fail_at_composition(override, message):
     (["tracking.alias=champion"], "tracking.register is not set"),
     (["tracking.register=clf", "tracking.alias=latest"], "tracking.alias='latest' is not a valid alias"),
     (["tracking.register=clf", "tracking.alias=v2"], "tracking.alias='v2' is not a valid alias"),
+    # '+' adds a key past the schema (as Hydra's "Could not override" suggests): a typo must not be ignored.
+    (["+optimizer.learnig_rate=3e-4"], "optimizer.learnig_rate is not a config key.* optimizer.learning_rate"),
+    (["+lora.rnak=4"], "lora.rnak is not a config key"),
+    (["+epochs=4"], "epochs is not a config key"),
 ])
 def test_impossible_values_fail_validation(override, message):
     try:

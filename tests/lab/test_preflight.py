@@ -72,6 +72,9 @@ CASES = {
     "bad value": (["lora.rank=0"], ["lora.rank=0 must be positive"]),
     "decoder classifier export with a head bias": (["tracking.export=[transformers]"],
                                                    ["task.head_bias=false", "GPT2Backbone"]),
+    # The default gpt2_tiny_en has no pad token and eos id 0: found after training, before this check.
+    "decoder classifier export padding with its eos": (["tracking.export=[transformers]", "task.head_bias=false"],
+                                                       ["pads with its eos token (id 0)", "drop transformers"]),
     "peft export without lora": (["tracking.export=[peft]"], ["tracking.export has peft", "lora.rank=R"]),
     "unknown export format": (["tracking.export=[onnx]"], ["tracking.export has ['onnx']", "transformers"]),
 }
@@ -104,6 +107,10 @@ def test_check_alone_passes_quickly_and_creates_nothing(tmp_path):
 def make(overrides=()):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=list(overrides))
+
+
+def test_a_decoder_classifier_with_its_own_pad_token_may_export():
+    preflight.check(make(["backbone=llama_tiny", "task.head_bias=false", "tracking.export=[transformers]"]))
 
 
 def test_a_cached_transformers_checkpoint_is_read_offline(tmp_path, monkeypatch):
