@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backbones.chat_template import normalize_messages
 from lab import artifacts, registry
 from lab.distribution import is_chief
 
@@ -81,8 +82,7 @@ def input_examples(task, split, count=2):
         if split.format == "instruction":
             item = item["prompt"]
         elif split.format == "chat":
-            item = next((m.get("content", m.get("value", "")) for m in item
-                         if m.get("role", m.get("from")) in ("user", "human")), "")
+            item = next((m["content"] for m in normalize_messages(item) if m["role"] == "user"), "")
         elif isinstance(task, tasks.CausalLM):
             words = str(item).split()
             item = " ".join(words[:max(1, len(words) // 2)])
@@ -130,7 +130,8 @@ def log_model(task, base, cfg, label_names=None, examples=(), chat=False):
         return {}
     # Every worker: under multi_worker, predict is a collective step, which the chief alone would
     # wait on after the others had left (the run failed with "task:1 ... stopped").
-    examples, signature = _signature(TextModel(task, label_names, chat), list(examples)[:2])
+    model = TextModel(task, label_names, chat)
+    examples, signature = _signature(model, list(examples)[:2])
     if not is_chief():  # one record per run: the chief's
         return {}
     run = mlflow.active_run()
@@ -145,7 +146,7 @@ def log_model(task, base, cfg, label_names=None, examples=(), chat=False):
             directory = local if local is not None else Path(tmp)
             saved = artifacts.save_run_model(task, base, cfg.tracking.save, directory,
                                                 cfg.tracking.export)
-            _write_pyfunc_files(task, directory, logged, run.info.run_id, label_names, examples, signature, chat)
+            _write_pyfunc_files(model, directory, logged, run.info.run_id, examples, signature)
             if local is None:  # a remote artifact store: upload, then the temporary copy goes
                 client.log_model_artifacts(logged.model_id, str(directory))
             out = {name: (f"{logged.artifact_location.rstrip('/')}/{name}", artifacts.dir_bytes(path))
@@ -176,13 +177,12 @@ def _signature(model, examples):
     return examples, mlflow.models.infer_signature(examples, model.predict(examples, params), params)
 
 
-def _write_pyfunc_files(task, directory, logged, run_id, label_names, examples, signature, chat=False):
-    """MLmodel, environment files, signature and input example, beside the
-    model files already in `directory`."""
+def _write_pyfunc_files(model, directory, logged, run_id, examples, signature):
+    """MLmodel, environment files, signature and input example of the TextModel
+    `model`, beside the model files already in `directory`."""
     import mlflow
 
-    model = TextModel(task, label_names, chat)
-    metadata = {"task": type(task).__name__, "label_names": model.label_names, "chat": model.chat}
+    metadata = {"task": type(model.task).__name__, "label_names": model.label_names, "chat": model.chat}
     quiet = logging.getLogger("mlflow.pyfunc")  # "Validating input example against model signature"
     level = quiet.level
     quiet.setLevel(logging.WARNING)

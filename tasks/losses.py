@@ -69,7 +69,7 @@ def _cross_entropy(labels, logits):
 
 
 def _minus_at_labels(values, labels, amounts):
-    """`values - one_hot(labels) * amounts`, without building the one-hot."""
+    """`values - one_hot(labels) * amounts`; on TensorFlow without building the one-hot."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -78,12 +78,6 @@ def _minus_at_labels(values, labels, amounts):
         index = tf.stack([rows, tf.reshape(labels, (-1,))], axis=-1)
         flat = tf.tensor_scatter_nd_sub(flat, index, tf.reshape(amounts, (-1,)))
         return tf.reshape(flat, tf.shape(values))
-    if keras.backend.backend() == "jax":
-        import jax.numpy as jnp
-
-        flat = values.reshape(-1, values.shape[-1])
-        flat = flat.at[jnp.arange(flat.shape[0]), labels.reshape(-1)].add(-amounts.reshape(-1))
-        return flat.reshape(values.shape)
     return values - ops.one_hot(labels, ops.shape(values)[-1], dtype=values.dtype) * amounts
 
 

@@ -62,9 +62,10 @@ def save(backbone, directory):
         raise LoRAError("LoRA is not enabled on this backbone: call enable_lora(rank) first.")
     converter, modules = _modules(backbone)
     head, prefix = _head_prefix(backbone, converter)
-    adapted = {id(layer) for _, layer in lora.target_layers(backbone, spec.targets)}
-    unwritable = [layer.path for _, layer in lora.target_layers(backbone, spec.targets)
-                  if not any(layer is x for entry in modules.values() for x in entry.layers)]
+    targets = [layer for _, layer in lora.target_layers(backbone, spec.targets)]
+    adapted = {id(layer) for layer in targets}
+    in_table = {id(x) for entry in modules.values() for x in entry.layers}
+    unwritable = [layer.path for layer in targets if id(layer) not in in_table]
     if unwritable:  # never an adapter silently missing some of what was trained
         raise LoRAError(
             f"LoRA layers {unwritable[:3]} have no transformers module in the {type(backbone).__name__} "
